@@ -1,0 +1,81 @@
+"""The one table every reader returns and every consumer reads.
+
+One row per image. Columns:
+- ``image_id``: canonical ISIC id (suffixes such as ``_downsampled`` stripped) or a
+  source-unique name for non-ISIC files;
+- ``path``: absolute image path, or empty string where the file is not on disk;
+- ``source`` (e.g. ``isic2019``), ``split`` (``train``/``val``/``test``);
+- ``lesion_id``, ``patient_id``: empty string where the source has none;
+- ``age`` (float, NaN unknown), ``sex``, ``site`` (empty string unknown);
+- one target column per class (float 0/1) and one ``known_<class>`` column
+  (float 0/1): a class the source does not decide is unknown (mask 0), not negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from melanoma_lit.errors import DataError
+
+ID_COLUMNS: tuple[str, ...] = ("image_id", "path", "source", "split", "lesion_id", "patient_id")
+META_COLUMNS: tuple[str, ...] = ("age", "sex", "site")
+_STRING_COLUMNS = ID_COLUMNS + ("sex", "site")
+
+
+def known_column(cls: str) -> str:
+    return f"known_{cls}"
+
+
+def table_columns(classes: Sequence[str]) -> list[str]:
+    return [*ID_COLUMNS, *META_COLUMNS, *classes, *(known_column(c) for c in classes)]
+
+
+def empty_table(classes: Sequence[str]) -> pd.DataFrame:
+    return normalise_table(pd.DataFrame(columns=table_columns(classes)), classes)
+
+
+def normalise_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Fill absent optional columns, fix dtypes and column order."""
+    frame = frame.copy()
+    for column in _STRING_COLUMNS:
+        if column not in frame:
+            frame[column] = ""
+        frame[column] = frame[column].fillna("").astype(str)
+    if "age" not in frame:
+        frame["age"] = np.nan
+    frame["age"] = pd.to_numeric(frame["age"], errors="coerce").astype(float)
+    for cls in classes:
+        for column in (cls, known_column(cls)):
+            if column not in frame:
+                frame[column] = 0.0
+            frame[column] = frame[column].astype(float)
+    return frame[table_columns(classes)].reset_index(drop=True)
+
+
+def targets(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    return frame[list(classes)].to_numpy(dtype=np.float32)
+
+
+def known_mask(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    return frame[[known_column(c) for c in classes]].to_numpy(dtype=np.float32)
+
+
+def primary_label(frame: pd.DataFrame, classes: Sequence[str]) -> pd.Series:
+    """The single diagnosis of each row (first known positive class), '?' if none is known."""
+    positives = frame[list(classes)].to_numpy() * frame[[known_column(c) for c in classes]].to_numpy()
+    has_positive = positives.max(axis=1) > 0 if len(frame) else np.zeros(0, dtype=bool)
+    labels = np.array(classes, dtype=object)[positives.argmax(axis=1)] if len(frame) else np.array([], dtype=object)
+    return pd.Series(np.where(has_positive, labels, "?"), index=frame.index, name="primary_label")
+
+
+def check_unique_ids(frame: pd.DataFrame, where: str) -> None:
+    duplicated = frame["image_id"][frame["image_id"].duplicated()]
+    if len(duplicated):
+        shown = ", ".join(duplicated.unique()[:5])
+        raise DataError(
+            f"{where}: {duplicated.nunique()} image ids appear more than once (first: {shown}). "
+            "Each image must have one row; remove the duplicate rows or merge them with melanoma_lit.data.merge."
+        )

@@ -1,0 +1,1 @@
+"""Backbones, heads, losses, metrics and optimisation: nothing here knows file layouts."""
