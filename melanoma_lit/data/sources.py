@@ -39,7 +39,9 @@ def read_isic2019(root: str | Path) -> pd.DataFrame:
         )
         table = table.merge(meta, on="image_id", how="left")
     image_dir = root / "ISIC_2019_Training_Input"
-    table["path"] = [str(image_dir / f"{i}.jpg") if (image_dir / f"{i}.jpg").exists() else "" for i in table["image_id"]]
+    table["path"] = [
+        str(image_dir / f"{i}.jpg") if (image_dir / f"{i}.jpg").exists() else "" for i in table["image_id"]
+    ]
     table["image_id"] = table["image_id"].str.replace("_downsampled", "", regex=False)
     table["source"] = "isic2019"
     table["split"] = "train"

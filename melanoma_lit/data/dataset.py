@@ -1,0 +1,43 @@
+"""A torch Dataset over the image table: decoded, transformed, uint8 images with targets and masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from melanoma_lit.data.images import load_rgb
+from melanoma_lit.data.table import known_mask, targets
+
+
+class LesionDataset(Dataset):
+    """Holds plain arrays, not the DataFrame, so that workers fork and pickle cheaply."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        classes: Sequence[str],
+        transform: Callable[..., dict],
+        decode_side: int | None = None,
+    ) -> None:
+        self.image_ids = table["image_id"].to_numpy(dtype=str)
+        self.paths = table["path"].to_numpy(dtype=str)
+        self.targets = torch.from_numpy(targets(table, classes))
+        self.known = torch.from_numpy(known_mask(table, classes))
+        self.transform = transform
+        self.decode_side = decode_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image: np.ndarray = load_rgb(self.paths[index], min_side=self.decode_side)
+        return {
+            "image": self.transform(image=image)["image"],
+            "target": self.targets[index],
+            "known": self.known[index],
+            "index": torch.tensor(index),
+        }

@@ -1,0 +1,53 @@
+"""Decode any dermoscopy image file into an RGB uint8 array, cheaply and correctly oriented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from melanoma_lit.errors import DataError
+
+# Originals such as the 6688x4439 ISIC 2017 images are 30 megapixels; above this PIL
+# refuses to open as a decompression bomb, which they are not.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """Return an RGB uint8 HxWx3 array, EXIF-rotated.
+
+    ``min_side`` lets JPEGs decode at a reduced scale (libjpeg DCT scaling) while keeping the
+    shorter side at least that long: huge originals then cost a fraction of a full decode.
+    """
+    try:
+        with Image.open(path) as image:
+            if min_side and image.format == "JPEG":
+                width, height = image.size
+                scale = max(min_side / min(width, height), 1 / 8)
+                if scale < 1:
+                    image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb_array(image)
+    except FileNotFoundError as error:
+        raise DataError(
+            f"{path}: image file not found. Re-download it, or set data.allow_missing=true to skip missing images."
+        ) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(
+            f"{path}: cannot decode image ({error}). The file is corrupt, truncated or not an image: "
+            "re-download it, or remove it from the dataset."
+        ) from error
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        image = background
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -1,0 +1,77 @@
+"""timm backbones by name, their preprocessing, and weights that work offline."""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from pathlib import Path
+
+import timm
+import torch.nn as nn
+from timm.data import resolve_data_config
+
+from melanoma_lit.data.transforms import Preprocessing
+from melanoma_lit.errors import ConfigError
+
+
+@lru_cache(maxsize=1)
+def _known_models() -> frozenset[str]:
+    return frozenset(timm.list_models())
+
+
+def check_model_name(name: str) -> None:
+    if name in _known_models():
+        return
+    close = difflib.get_close_matches(name, sorted(_known_models()), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"unknown timm backbone '{name}'.{hint} Pick a config with backbone=resnet18|resnet152|inception_v3|"
+        "densenet201|inception_resnet_v2, or any timm model with backbone.name=<timm name> (see timm.list_models())."
+    )
+
+
+def preprocessing_for(name: str, input_size: int | None = None) -> Preprocessing:
+    """The model's own pretrained data config (size, mean/std, crop_pct, interpolation), size overridable."""
+    check_model_name(name)
+    pretrained_cfg = timm.get_pretrained_cfg(name)
+    config = resolve_data_config({}, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else {})
+    _, height, width = config["input_size"]
+    if input_size:
+        height = width = int(input_size)
+    return Preprocessing(
+        input_size=(height, width),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        crop_pct=float(config["crop_pct"]),
+        interpolation=str(config["interpolation"]),
+    )
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    drop_path_rate: float | None = None,
+) -> nn.Module:
+    """A timm model without classifier or pooling: the head owns both."""
+    check_model_name(name)
+    kwargs: dict = {"num_classes": 0, "global_pool": ""}
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
+    if checkpoint_path:
+        if not Path(checkpoint_path).is_file():
+            raise ConfigError(
+                f"backbone.checkpoint_path={checkpoint_path}: file not found. Point it at a timm weights file "
+                "(.pth/.bin/.safetensors) copied to this machine."
+            )
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint_path)}, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as error:
+        if not pretrained:
+            raise
+        raise ConfigError(
+            f"cannot download pretrained weights for '{name}' ({type(error).__name__}: {error}). "
+            "Without network access either train from scratch with backbone.pretrained=false, or copy the "
+            "weights to this machine and set backbone.checkpoint_path=/path/to/weights."
+        ) from error

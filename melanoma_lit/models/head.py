@@ -1,0 +1,69 @@
+"""The classification head: pooling -> BatchNorm -> ReLU -> Dropout -> Linear (one logit per class)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import SelectAdaptivePool2d
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling with a learnable exponent (p=1 is average, p->inf is max)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p).flatten(1)
+
+
+def make_pool(kind: str) -> tuple[nn.Module, int]:
+    """The pooling layer and how many feature copies it emits (catavgmax doubles the channels)."""
+    if kind == "gem":
+        return GeM(), 1
+    if kind not in ("avg", "max", "avgmax", "catavgmax"):
+        raise ValueError(f"model.head.pool={kind!r}: choose avg, max, avgmax, catavgmax or gem")
+    return SelectAdaptivePool2d(pool_type=kind, flatten=True), 2 if kind == "catavgmax" else 1
+
+
+class LesionHead(nn.Module):
+    """Sigmoid multi-label head; the optional hidden layer is Linear -> BN -> ReLU -> Dropout."""
+
+    def __init__(
+        self, in_features: int, num_classes: int, pool: str = "avg", dropout: float = 0.3, hidden_dim: int = 0
+    ) -> None:
+        super().__init__()
+        self.pool, multiplier = make_pool(pool)
+        width = in_features * multiplier
+        layers: list[nn.Module] = [nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        if hidden_dim:
+            layers += [
+                nn.Linear(width, hidden_dim),
+                nn.BatchNorm1d(hidden_dim),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+            ]
+            width = hidden_dim
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.pool(features))
+
+
+class LesionNet(nn.Module):
+    """Backbone feature map -> head logits; ``predict_proba`` applies the per-class sigmoid."""
+
+    def __init__(self, backbone: nn.Module, head: LesionHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(images))
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(images))

@@ -1,0 +1,33 @@
+"""Multi-label losses that ignore labels a source did not decide."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MaskedBCEWithLogits(nn.Module):
+    """BCE-with-logits averaged over known entries only; masked entries give neither loss nor gradient.
+
+    ``focal_gamma`` > 0 turns it into focal loss; ``label_smoothing`` pulls targets towards 0.5.
+    """
+
+    def __init__(
+        self, pos_weight: torch.Tensor | None = None, label_smoothing: float = 0.0, focal_gamma: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight.float() if pos_weight is not None else None)
+        self.label_smoothing = label_smoothing
+        self.focal_gamma = focal_gamma
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        soft = targets * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        loss = F.binary_cross_entropy_with_logits(logits, soft, pos_weight=self.pos_weight, reduction="none")
+        if self.focal_gamma > 0:
+            probs = torch.sigmoid(logits)
+            p_true = probs * targets + (1 - probs) * (1 - targets)
+            loss = loss * (1 - p_true).pow(self.focal_gamma)
+        known = known.to(loss.dtype)
+        return (loss * known).sum() / known.sum().clamp_min(1.0)
