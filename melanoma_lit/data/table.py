@@ -22,7 +22,7 @@ from melanoma_lit.errors import DataError
 
 ID_COLUMNS: tuple[str, ...] = ("image_id", "path", "source", "split", "lesion_id", "patient_id")
 META_COLUMNS: tuple[str, ...] = ("age", "sex", "site")
-_STRING_COLUMNS = ID_COLUMNS + ("sex", "site")
+_STRING_COLUMNS = (*ID_COLUMNS, "sex", "site")
 
 
 def known_column(cls: str) -> str:
