@@ -25,3 +25,32 @@ def shared_data() -> Path:
     if not (root / "README.md").exists():
         pytest.skip(f"real ISIC data not found at {root}: set MELANOMA_LIT_TEST_DATA to the shared data folder")
     return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session, so the synthetic set and folds are generated once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, cache_dir: Path):
+    """Compose the real conf/train.yaml with overrides, outputs in tmp_path (Hydra compose API)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.cache_dir = str(cache_dir)
+            del cfg.hydra
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

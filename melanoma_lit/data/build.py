@@ -1,0 +1,136 @@
+"""From a data config to train/val/test tables: read, merge, guard against leakage, split by fold."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from melanoma_lit.data.folds import load_or_create_folds, split_by_fold
+from melanoma_lit.data.merge import MergeReport, merge_sources, remove_leakage
+from melanoma_lit.data.sources import read_source
+from melanoma_lit.data.synthetic import ensure_synthetic
+from melanoma_lit.data.table import empty_table
+from melanoma_lit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceSpec:
+    """One dataset on disk: a reader name (isic2017, isic2018, isic2019, isic2020, folder) and its folder."""
+
+    name: str
+    root: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyntheticSpec:
+    """Parameters of the built-in synthetic set, generated into the first source's root when absent."""
+
+    n: int = 2000
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class DataSpec:
+    """The data config (conf/data/*.yaml) as a typed object."""
+
+    name: str
+    sources: list[SourceSpec]
+    classes: list[str]
+    test: str | None = None
+    test_sets: dict[str, SourceSpec] = field(default_factory=dict)
+    allow_missing: bool = False
+    num_folds: int = 5
+    fold: int | str = 0
+    fold_seed: int = 0
+    cache_dir: str = ".cache/melanoma_lit"
+    synthetic: SyntheticSpec | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> DataSpec:
+        values = dict(config)  # loader and model-facing keys of conf/data are not the spec's business
+        sources = [SourceSpec(**dict(source)) for source in values.pop("sources")]
+        test_sets = {key: SourceSpec(**dict(spec)) for key, spec in dict(values.pop("test_sets", {}) or {}).items()}
+        synthetic = values.pop("synthetic", None)
+        known = {f for f in cls.__dataclass_fields__ if f not in ("sources", "test_sets", "synthetic")}
+        return cls(
+            sources=sources,
+            test_sets=test_sets,
+            synthetic=SyntheticSpec(**dict(synthetic)) if synthetic else None,
+            **{key: values[key] for key in known if key in values},
+        )
+
+
+@dataclass
+class DataSplits:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def _read(spec: SourceSpec, classes: list[str]) -> pd.DataFrame:
+    return read_source(spec.name, spec.root, classes=classes, **spec.options)
+
+
+def prepare_sources(spec: DataSpec) -> None:
+    """Generate the synthetic set if configured and absent; real sources need nothing."""
+    if spec.synthetic is not None:
+        ensure_synthetic(spec.sources[0].root, n=spec.synthetic.n, size=spec.synthetic.size, seed=spec.synthetic.seed)
+
+
+def load_pool(spec: DataSpec) -> tuple[pd.DataFrame, MergeReport]:
+    """Every labelled image of the configured sources, merged into one row per image."""
+    prepare_sources(spec)
+    tables = [_read(source, spec.classes) for source in spec.sources]
+    return merge_sources(tables, classes=spec.classes, allow_missing=spec.allow_missing)
+
+
+def load_test(spec: DataSpec) -> pd.DataFrame:
+    if spec.test is None:
+        return empty_table(spec.classes)
+    if spec.test not in spec.test_sets:
+        raise ConfigError(f"data.test={spec.test}: unknown evaluation set; choose one of {sorted(spec.test_sets)}.")
+    table, _ = merge_sources(
+        [_read(spec.test_sets[spec.test], spec.classes)], classes=spec.classes, allow_missing=spec.allow_missing
+    )
+    return table
+
+
+def folds_path(spec: DataSpec, pool: pd.DataFrame) -> Path:
+    """One folds file per distinct image set, so every job of a sweep shares the same folds."""
+    digest = hashlib.sha1("\n".join(sorted(pool["image_id"])).encode()).hexdigest()[:10]
+    return Path(spec.cache_dir) / "folds" / f"{spec.name}-k{spec.num_folds}-seed{spec.fold_seed}-{digest}.csv"
+
+
+def build_splits(spec: DataSpec) -> DataSplits:
+    pool, report = load_pool(spec)
+    test = load_test(spec)
+    pool, n_leaking = remove_leakage(pool, test) if len(test) else (pool, 0)
+    if n_leaking:
+        log.info("removed %d training/validation images sharing an image or lesion with %s", n_leaking, spec.test)
+    if spec.fold == "official":
+        train, val = pool[pool["split"] == "train"], pool[pool["split"] == "val"]
+        fold_file = None
+    else:
+        fold_file = folds_path(spec, pool)
+        folds = load_or_create_folds(pool, fold_file, spec.num_folds, spec.fold_seed, spec.classes)
+        train, val = split_by_fold(pool, folds, spec.fold)
+    summary = {
+        "pool": len(pool),
+        "train": len(train),
+        "val": len(val),
+        "test": len(test),
+        "removed_for_leakage": n_leaking,
+        "missing_images_dropped": report.n_missing_images,
+        "folds_file": str(fold_file) if fold_file else None,
+    }
+    return DataSplits(train.reset_index(drop=True), val.reset_index(drop=True), test, summary)

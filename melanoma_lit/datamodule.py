@@ -1,0 +1,101 @@
+"""LightningDataModule: thin glue from a DataSpec to loaders of uint8 image batches."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from melanoma_lit.data.balance import positive_weights, sample_weights
+from melanoma_lit.data.build import DataSpec, DataSplits, build_splits, prepare_sources
+from melanoma_lit.data.dataset import LesionDataset
+from melanoma_lit.data.transforms import Augmentation, Preprocessing, eval_transform, train_transform
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class LesionDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        spec: DataSpec,
+        preprocessing: Preprocessing,
+        augmentation: Augmentation,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        balanced_sampler: bool = False,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.preprocessing = preprocessing
+        self.augmentation = augmentation
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.persistent_workers = persistent_workers and self.num_workers > 0
+        self.balanced_sampler = balanced_sampler
+        self.splits: DataSplits | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec.classes)
+
+    def prepare_data(self) -> None:
+        prepare_sources(self.spec)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = build_splits(self.spec)
+
+    def summary(self) -> dict[str, Any]:
+        self.setup()
+        return self.splits.summary
+
+    def positive_weights(self) -> np.ndarray:
+        self.setup()
+        return positive_weights(self.splits.train, self.classes)
+
+    def _dataset(self, table, train: bool) -> LesionDataset:
+        transform = (
+            train_transform(self.preprocessing, self.augmentation) if train else eval_transform(self.preprocessing)
+        )
+        return LesionDataset(table, self.classes, transform, decode_side=self.preprocessing.decode_side)
+
+    def _loader(self, dataset: LesionDataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        dataset = self._dataset(self.splits.train, train=True)
+        if self.balanced_sampler:
+            weights = torch.as_tensor(sample_weights(self.splits.train, self.classes), dtype=torch.double)
+            sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True)
+            return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=len(dataset) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._dataset(self.splits.val, train=False), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self._dataset(self.splits.test, train=False), self.eval_batch_size)

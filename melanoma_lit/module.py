@@ -1,0 +1,98 @@
+"""LightningModule: thin glue between the network, the masked loss, the optimiser and the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from melanoma_lit.models.backbone import create_backbone
+from melanoma_lit.models.head import LesionHead, LesionNet
+from melanoma_lit.models.losses import MaskedBCEWithLogits
+from melanoma_lit.models.metrics import LesionMetrics
+from melanoma_lit.models.optim import build_optimizer, build_scheduler
+from melanoma_lit.models.tta import tta_probabilities
+
+
+class LesionClassifier(pl.LightningModule):
+    """Takes uint8 NCHW batches and normalises on the device, so loaders ship a quarter of the bytes."""
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        backbone: dict[str, Any],
+        head: dict[str, Any],
+        loss: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None,
+        preprocessing: dict[str, Any],
+        monitor: str = "val/auc_macro",
+        monitor_mode: str = "max",
+        pos_weight: Sequence[float] | None = None,
+        channels_last: bool = True,
+        tta: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.classes = list(classes)
+        network = create_backbone(**backbone)
+        self.net = LesionNet(network, LesionHead(network.num_features, len(self.classes), **head))
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        scale = torch.tensor(255.0)
+        self.register_buffer("mean", torch.tensor(preprocessing["mean"]).view(1, 3, 1, 1) * scale, persistent=False)
+        self.register_buffer("std", torch.tensor(preprocessing["std"]).view(1, 3, 1, 1) * scale, persistent=False)
+        weights = torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
+        self.criterion = MaskedBCEWithLogits(pos_weight=weights, **loss)
+        self.val_metrics = LesionMetrics(self.classes)
+        self.tta = tta
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        images = (images.float() - self.mean) / self.std
+        return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalise(images))
+
+    def predict_proba(self, images: torch.Tensor, tta: int | None = None) -> torch.Tensor:
+        return tta_probabilities(self.net, self.normalise(images), self.tta if tta is None else tta)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.criterion(logits, batch["target"], batch["known"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch["image"])
+        loss = self.criterion(logits, batch["target"], batch["known"])
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
+        self.val_metrics.update(torch.sigmoid(logits.float()), batch["target"], batch["known"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        for key, value in values.items():
+            name = f"val/{key}"
+            self.log(name, torch.as_tensor(value, dtype=torch.float32), prog_bar=name == self.hparams.monitor)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"probs": self.predict_proba(batch["image"]).float(), "index": batch["index"]}
+
+    def configure_optimizers(self) -> Any:
+        settings = dict(self.hparams.optimizer)
+        settings.pop("freeze_backbone_epochs", None)
+        optimizer = build_optimizer(self.net, **settings)
+        if not self.hparams.scheduler or self.hparams.scheduler.get("name") in (None, "none"):
+            return optimizer
+        scheduler = build_scheduler(
+            optimizer,
+            monitor=self.hparams.monitor,
+            monitor_mode=self.hparams.monitor_mode,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            steps_per_epoch=max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs)),
+            **self.hparams.scheduler,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

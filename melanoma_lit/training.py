@@ -1,0 +1,136 @@
+"""Train one model from a composed config: the library behind ``python -m melanoma_lit.train``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from melanoma_lit.data.build import DataSpec
+from melanoma_lit.data.table import known_mask, targets
+from melanoma_lit.data.transforms import Augmentation
+from melanoma_lit.datamodule import LesionDataModule
+from melanoma_lit.models.backbone import preprocessing_for
+from melanoma_lit.models.metrics import compute_metrics
+from melanoma_lit.models.optim import BackboneFreeze
+from melanoma_lit.module import LesionClassifier
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> LesionDataModule:
+    preprocessing = preprocessing_for(cfg.backbone.name, cfg.backbone.get("input_size"))
+    loader = cfg.data
+    return LesionDataModule(
+        spec=DataSpec.from_config(OmegaConf.to_container(cfg.data, resolve=True)),
+        preprocessing=preprocessing,
+        augmentation=Augmentation(**OmegaConf.to_container(cfg.augment, resolve=True)),
+        batch_size=loader.batch_size,
+        eval_batch_size=loader.get("eval_batch_size"),
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers,
+        balanced_sampler=loader.balanced_sampler,
+    )
+
+
+def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    backbone.pop("input_size", None)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    loss = dict(model_cfg["loss"])
+    use_pos_weight = loss.pop("pos_weight")
+    return LesionClassifier(
+        classes=datamodule.classes,
+        backbone=backbone,
+        head=model_cfg["head"],
+        loss=loss,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        preprocessing=asdict(datamodule.preprocessing),
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+        pos_weight=datamodule.positive_weights().tolist() if use_pos_weight else None,
+        channels_last=model_cfg["channels_last"],
+        tta=model_cfg["tta"],
+    )
+
+
+def _instantiate_all(section: DictConfig | None) -> list[Any]:
+    if not section:
+        return []
+    return [hydra.utils.instantiate(item) for item in section.values() if item is not None and "_target_" in item]
+
+
+def predict_table(
+    trainer: pl.Trainer, model: LesionClassifier, loader: torch.utils.data.DataLoader, ckpt_path: str | None
+) -> np.ndarray:
+    """Class probabilities for every row of the loader's dataset, in dataset order."""
+    batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
+    probs = torch.cat([b["probs"] for b in batches]).numpy()
+    order = torch.cat([b["index"] for b in batches]).numpy()
+    result = np.empty_like(probs)
+    result[order] = probs
+    return result
+
+
+def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classes: list[str], **extra: Any) -> None:
+    """One row per image with one probability column per class, named as ISIC names them."""
+    frame = pd.DataFrame({"image": table["image_id"].to_numpy()})
+    for index, cls in enumerate(classes):
+        frame[cls] = probs[:, index]
+    for key, value in extra.items():
+        frame[key] = value
+    frame.to_csv(path, index=False, float_format="%.6f")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    log.info("data: %s", datamodule.summary())
+    model = build_model(cfg, datamodule)
+
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
+        callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, float] = {}
+    if len(datamodule.splits.val) and not trainer.fast_dev_run:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        probs = predict_table(trainer, model, datamodule.val_dataloader(), best or None)
+        val = datamodule.splits.val
+        classes = datamodule.classes
+        metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
+        write_predictions(output_dir / "val_predictions.csv", val, probs, datamodule.classes, fold=datamodule.spec.fold)
+        metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
+        summary = {
+            "metrics": metrics,
+            "data": datamodule.summary(),
+            "best_checkpoint": best,
+            "backbone": cfg.backbone.name,
+            "fold": datamodule.spec.fold,
+        }
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+        log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
+    return metrics
