@@ -56,7 +56,7 @@ def test_huge_original_decodes_reduced(tmp_path: Path) -> None:
 def test_bad_files_raise_data_error_naming_the_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "ISIC_0000001.jpg"
     path.write_bytes(content)
-    with pytest.raises(DataError, match="ISIC_0000001.jpg"):
+    with pytest.raises(DataError, match=r"ISIC_0000001\.jpg"):
         load_rgb(path)
 
 
