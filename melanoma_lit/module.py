@@ -85,14 +85,20 @@ class LesionClassifier(pl.LightningModule):
         settings = dict(self.hparams.optimizer)
         settings.pop("freeze_backbone_epochs", None)
         optimizer = build_optimizer(self.net, **settings)
-        if not self.hparams.scheduler or self.hparams.scheduler.get("name") in (None, "none"):
+        schedule = dict(self.hparams.scheduler or {})
+        name = schedule.pop("name", None)
+        if name in (None, "none"):
             return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs))
+        warmup_steps = int(schedule.pop("warmup_epochs", 0) * steps_per_epoch)
         scheduler = build_scheduler(
             optimizer,
+            name,
             monitor=self.hparams.monitor,
             monitor_mode=self.hparams.monitor_mode,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            steps_per_epoch=max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs)),
-            **self.hparams.scheduler,
+            total_steps=total_steps,
+            warmup_steps=warmup_steps,
+            **schedule,
         )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

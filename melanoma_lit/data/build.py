@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SourceSpec:
-    """One dataset on disk: a reader name (isic2017, isic2018, isic2019, isic2020, folder) and its folder."""
+    """One dataset on disk: a reader name (isic2017, isic2018, isic2019, isic2020, folder), its folder,
+    the splits to keep (None = all) and reader options (see melanoma_lit.data.sources)."""
 
     name: str
     root: str
+    splits: list[str] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,8 +79,14 @@ class DataSplits:
     summary: dict[str, Any]
 
 
-def _read(spec: SourceSpec, classes: list[str]) -> pd.DataFrame:
-    return read_source(spec.name, spec.root, classes=classes, **spec.options)
+def _read(spec: SourceSpec) -> pd.DataFrame:
+    table = read_source(spec.name, spec.root, **spec.options)
+    if spec.splits is None:
+        return table
+    unknown = sorted(set(spec.splits) - {"train", "val", "test"})
+    if unknown:
+        raise ConfigError(f"data source {spec.name}: splits {unknown} unknown; use train, val and/or test.")
+    return table[table["split"].isin(spec.splits)].reset_index(drop=True)
 
 
 def prepare_sources(spec: DataSpec) -> None:
@@ -90,7 +98,7 @@ def prepare_sources(spec: DataSpec) -> None:
 def load_pool(spec: DataSpec) -> tuple[pd.DataFrame, MergeReport]:
     """Every labelled image of the configured sources, merged into one row per image."""
     prepare_sources(spec)
-    tables = [_read(source, spec.classes) for source in spec.sources]
+    tables = [_read(source) for source in spec.sources]
     return merge_sources(tables, classes=spec.classes, allow_missing=spec.allow_missing)
 
 
@@ -100,7 +108,7 @@ def load_test(spec: DataSpec) -> pd.DataFrame:
     if spec.test not in spec.test_sets:
         raise ConfigError(f"data.test={spec.test}: unknown evaluation set; choose one of {sorted(spec.test_sets)}.")
     table, _ = merge_sources(
-        [_read(spec.test_sets[spec.test], spec.classes)], classes=spec.classes, allow_missing=spec.allow_missing
+        [_read(spec.test_sets[spec.test])], classes=spec.classes, allow_missing=spec.allow_missing
     )
     return table
 

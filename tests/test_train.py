@@ -1,0 +1,35 @@
+"""End-to-end training through the real configs: every backbone wires up, and a run leaves its outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.training import train
+
+BACKBONES = ["resnet18", "inception_v3", "resnet152", "densenet201", "inception_resnet_v2"]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_fast_dev_run_at_native_size(compose_train, backbone: str) -> None:
+    cfg = compose_train(f"backbone={backbone}", "debug=fast_dev_run", "data.batch_size=2")
+    assert train(cfg) == {}
+
+
+def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
+    cfg = compose_train("debug=limit", "backbone.input_size=64")
+    metrics = train(cfg)
+    run = tmp_path / "run"
+    assert (run / "config.yaml").exists()
+    assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    history = pd.read_csv(run / "csv" / "metrics.csv")
+    assert {"train/loss_epoch", "val/auc_macro", "val/loss"} <= set(history.columns)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["metrics"] == metrics and 0.0 <= metrics["val/auc_macro"] <= 1.0
+    predictions = pd.read_csv(run / "val_predictions.csv")
+    assert list(predictions.columns[: 1 + len(ISIC_CLASSES)]) == ["image", *ISIC_CLASSES]
+    assert len(predictions) == summary["data"]["val"] and predictions["image"].is_unique
+    assert predictions[list(ISIC_CLASSES)].stack().between(0, 1).all()
