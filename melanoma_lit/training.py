@@ -124,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
         write_predictions(output_dir / "val_predictions.csv", val, probs, datamodule.classes, fold=datamodule.spec.fold)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
+        finite = {key: (value if np.isfinite(value) else None) for key, value in metrics.items()}
         summary = {
             "metrics": metrics,
             "data": datamodule.summary(),
@@ -131,6 +132,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "backbone": cfg.backbone.name,
             "fold": datamodule.spec.fold,
         }
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
