@@ -64,7 +64,16 @@ def create_backbone(
                 f"backbone.checkpoint_path={checkpoint_path}: file not found. Point it at a timm weights file "
                 "(.pth/.bin/.safetensors) copied to this machine."
             )
-        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint_path)}, **kwargs)
+        try:
+            return timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay={"file": str(checkpoint_path)}, **kwargs
+            )
+        except Exception as error:
+            raise ConfigError(
+                f"backbone.checkpoint_path={checkpoint_path}: cannot load it into '{name}' "
+                f"({type(error).__name__}: {str(error)[:300]}). Use weights saved from a '{name}' model "
+                "(timm parameter names), or set backbone.name to the architecture the file belongs to."
+            ) from error
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as error:

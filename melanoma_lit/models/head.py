@@ -7,6 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 
+from melanoma_lit.errors import ConfigError
+
 
 class GeM(nn.Module):
     """Generalised-mean pooling with a learnable exponent (p=1 is average, p->inf is max)."""
@@ -25,7 +27,7 @@ def make_pool(kind: str) -> tuple[nn.Module, int]:
     if kind == "gem":
         return GeM(), 1
     if kind not in ("avg", "max", "avgmax", "catavgmax"):
-        raise ValueError(f"model.head.pool={kind!r}: choose avg, max, avgmax, catavgmax or gem")
+        raise ConfigError(f"model.head.pool={kind!r}: choose avg, max, avgmax, catavgmax or gem")
     return SelectAdaptivePool2d(pool_type=kind, flatten=True), 2 if kind == "catavgmax" else 1
 
 

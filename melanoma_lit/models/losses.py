@@ -22,12 +22,16 @@ class MaskedBCEWithLogits(nn.Module):
         self.focal_gamma = focal_gamma
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        # Masked entries are replaced before the loss, so a NaN target or an infinite focal slope there
+        # cannot leak into the gradient (0 * inf would be NaN).
+        known = known.bool()
+        logits = torch.where(known, logits.float(), 0.0)
+        targets = torch.where(known, targets.float(), 0.0)
         soft = targets * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         loss = F.binary_cross_entropy_with_logits(logits, soft, pos_weight=self.pos_weight, reduction="none")
         if self.focal_gamma > 0:
             probs = torch.sigmoid(logits)
             p_true = probs * targets + (1 - probs) * (1 - targets)
             loss = loss * (1 - p_true).pow(self.focal_gamma)
-        known = known.to(loss.dtype)
-        return (loss * known).sum() / known.sum().clamp_min(1.0)
+        weight = known.to(loss.dtype)
+        return (loss * weight).sum() / weight.sum().clamp_min(1.0)
