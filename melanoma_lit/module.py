@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
+from melanoma_lit.data.transforms import Preprocessing
+from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.backbone import create_backbone
 from melanoma_lit.models.head import LesionHead, LesionNet
 from melanoma_lit.models.losses import MaskedBCEWithLogits
@@ -48,6 +51,20 @@ class LesionClassifier(pl.LightningModule):
         self.criterion = MaskedBCEWithLogits(pos_weight=weights, **loss)
         self.val_metrics = LesionMetrics(self.classes)
         self.tta = tta
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> LesionClassifier:
+        """Load for inference or fine-tuning; never downloads weights, the checkpoint holds them."""
+        if not Path(path).is_file():
+            raise ConfigError(f"checkpoint {path} not found: pass ckpt=<run dir>/checkpoints/best.ckpt")
+        hparams = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+        backbone = {**hparams["backbone"], "pretrained": False, "checkpoint_path": None}
+        return cls.load_from_checkpoint(path, map_location=map_location, backbone=backbone)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        values = dict(self.hparams.preprocessing)
+        return Preprocessing(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         images = (images.float() - self.mean) / self.std

@@ -10,15 +10,14 @@ from typing import Any
 
 import hydra
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lit.data.build import DataSpec
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
 from melanoma_lit.datamodule import LesionDataModule
+from melanoma_lit.inference import predict_table, write_predictions
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.metrics import compute_metrics
 from melanoma_lit.models.optim import BackboneFreeze
@@ -71,28 +70,6 @@ def _instantiate_all(section: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(item) for item in section.values() if item is not None and "_target_" in item]
 
 
-def predict_table(
-    trainer: pl.Trainer, model: LesionClassifier, loader: torch.utils.data.DataLoader, ckpt_path: str | None
-) -> np.ndarray:
-    """Class probabilities for every row of the loader's dataset, in dataset order."""
-    batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
-    probs = torch.cat([b["probs"] for b in batches]).numpy()
-    order = torch.cat([b["index"] for b in batches]).numpy()
-    result = np.empty_like(probs)
-    result[order] = probs
-    return result
-
-
-def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classes: list[str], **extra: Any) -> None:
-    """One row per image with one probability column per class, named as ISIC names them."""
-    frame = pd.DataFrame({"image": table["image_id"].to_numpy()})
-    for index, cls in enumerate(classes):
-        frame[cls] = probs[:, index]
-    for key, value in extra.items():
-        frame[key] = value
-    frame.to_csv(path, index=False, float_format="%.6f")
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics."""
     if cfg.get("seed") is not None:
@@ -122,11 +99,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         val = datamodule.splits.val
         classes = datamodule.classes
         metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
-        write_predictions(output_dir / "val_predictions.csv", val, probs, datamodule.classes, fold=datamodule.spec.fold)
+        write_predictions(output_dir / "val_predictions.csv", val, probs, classes, fold=datamodule.spec.fold)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
         finite = {key: (value if np.isfinite(value) else None) for key, value in metrics.items()}
         summary = {
-            "metrics": metrics,
+            "metrics": finite,
             "data": datamodule.summary(),
             "best_checkpoint": best,
             "backbone": cfg.backbone.name,

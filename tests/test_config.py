@@ -42,8 +42,12 @@ def test_backbones_set_their_timm_name_and_follow_data_pretrained(compose_train)
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "melanoma_lit.train", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-        env=env, timeout=300,
+        [sys.executable, "-m", "melanoma_lit.train", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 

@@ -11,7 +11,14 @@ import pytest
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.training import train
 
-BACKBONES = ["resnet18", "inception_v3", "resnet152", "densenet201", "inception_resnet_v2"]
+# The three large backbones cost ~20 s each on 2 CPU cores: they run in `make test-full`.
+BACKBONES = [
+    "resnet18",
+    "inception_v3",
+    pytest.param("resnet152", marks=pytest.mark.slow),
+    pytest.param("densenet201", marks=pytest.mark.slow),
+    pytest.param("inception_resnet_v2", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

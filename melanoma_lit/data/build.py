@@ -107,9 +107,7 @@ def load_test(spec: DataSpec) -> pd.DataFrame:
         return empty_table(spec.classes)
     if spec.test not in spec.test_sets:
         raise ConfigError(f"data.test={spec.test}: unknown evaluation set; choose one of {sorted(spec.test_sets)}.")
-    table, _ = merge_sources(
-        [_read(spec.test_sets[spec.test])], classes=spec.classes, allow_missing=spec.allow_missing
-    )
+    table, _ = merge_sources([_read(spec.test_sets[spec.test])], classes=spec.classes, allow_missing=spec.allow_missing)
     return table
 
 
