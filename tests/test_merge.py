@@ -98,8 +98,9 @@ def source_table(source: str, rows: list[dict], classes=("A", "B")) -> pd.DataFr
     records = []
     for row in rows:
         record = {"source": source, "split": "train", **{k: v for k, v in row.items() if k != "labels"}}
-        for cls, value in row.get("labels", {}).items():
-            record[cls], record[known_column(cls)] = float(value), 1.0
+        for cls in classes:
+            value = row.get("labels", {}).get(cls)
+            record[cls], record[known_column(cls)] = (0.0, 0.0) if value is None else (float(value), 1.0)
         records.append(record)
     return normalise_table(pd.DataFrame(records), classes)
 
