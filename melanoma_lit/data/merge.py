@@ -88,6 +88,22 @@ def _conflicts(stacked: pd.DataFrame, ids: pd.Index, cls: str) -> list[LabelConf
     return found
 
 
+def _combine_labels(stacked: pd.DataFrame, merged: pd.DataFrame, classes: Sequence[str]) -> list[LabelConflict]:
+    """Fill ``merged``'s targets and masks from the highest-priority source that knows each class."""
+    conflicts = []
+    for cls in classes:
+        known = stacked[known_column(cls)] == 1
+        values = stacked[cls].where(known).groupby(stacked["image_id"])
+        merged[cls] = values.first().fillna(0.0)
+        merged[known_column(cls)] = known.groupby(stacked["image_id"]).max().astype(float)
+        disagree = values.nunique() > 1
+        conflicts += _conflicts(stacked, disagree.index[disagree], cls)
+    if conflicts:
+        shown = "; ".join(f"{c.image_id} {c.cls} {c.values} kept {c.kept_source}" for c in conflicts[:_SHOWN])
+        log.warning("merge: %d label conflicts between sources (first: %s)", len(conflicts), shown)
+    return conflicts
+
+
 def merge_sources(
     tables: Sequence[pd.DataFrame], classes: Sequence[str] = ISIC_CLASSES, allow_missing: bool = False
 ) -> tuple[pd.DataFrame, MergeReport]:
@@ -120,18 +136,7 @@ def merge_sources(
     split_rank = stacked["split"].map(_SPLIT_RANK).groupby(stacked["image_id"]).max()
     merged["split"] = split_rank.map({rank: split for split, rank in _SPLIT_RANK.items()})
 
-    conflicts = []
-    for cls in classes:
-        known = stacked[known_column(cls)] == 1
-        values = stacked[cls].where(known).groupby(stacked["image_id"])
-        merged[cls] = values.first().fillna(0.0)
-        merged[known_column(cls)] = known.groupby(stacked["image_id"]).max().astype(float)
-        disagree = values.nunique() > 1
-        conflicts += _conflicts(stacked, disagree.index[disagree], cls)
-    if conflicts:
-        shown = "; ".join(f"{c.image_id} {c.cls} {c.values} kept {c.kept_source}" for c in conflicts[:_SHOWN])
-        log.warning("merge: %d label conflicts between sources (first: %s)", len(conflicts), shown)
-
+    conflicts = _combine_labels(stacked, merged, classes)
     ids_per_source = {s: set(g) for s, g in stacked.groupby("source")["image_id"]}
     report = MergeReport(
         rows_per_source={s: len(ids) for s, ids in ids_per_source.items()},
