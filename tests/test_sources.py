@@ -272,6 +272,9 @@ def test_folder_empty_class_and_missing_layout(tmp_path: Path) -> None:
     (tmp_path / "flat").mkdir()
     with pytest.raises(DataError, match="Train"):
         read_folder(tmp_path / "flat")
+    (tmp_path / "flat" / "train").mkdir()
+    with pytest.raises(DataError, match="no class folders"):
+        read_folder(tmp_path / "flat")
 
 
 def test_folder_identical_files_keep_test_copy_and_unknown_labels(tmp_path: Path, caplog) -> None:

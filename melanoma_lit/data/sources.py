@@ -400,6 +400,9 @@ def read_folder(
             if not files:
                 raise DataError(f"{class_dir}: no .jpg/.jpeg/.png images. Add its images or remove the empty folder.")
             rows += [(str(p), split, label, p.relative_to(root).with_suffix("").as_posix(), p.stem) for p in files]
+    if not rows:
+        found = [d.name for _, d in _split_dirs(root)]
+        raise DataError(f"{root}: no class folders in {found}; a folder dataset needs Train/<class>/*.jpg.")
     frame = pd.DataFrame(rows, columns=["path", "split", "label", "relative", "stem"])
     frame, dropped = drop_identical_files(frame)
     log.info("%s: dropped %d byte-identical duplicate files", source, dropped)
