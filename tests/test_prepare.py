@@ -274,20 +274,8 @@ def test_real_isic2017_all_images(shared_data, tmp_path):
 
 
 @pytest.fixture
-def compose_prepare(tmp_path: Path):
-    """Compose conf/prepare.yaml with outputs in tmp_path; skips until the data-building modules are present."""
-    pytest.importorskip("melanoma_lit.data.build", reason="melanoma_lit.data.build needs merge/folds/synthetic")
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        paths = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'run'}"]
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-            return compose("prepare", overrides=[*paths, *overrides])
-
-    yield _compose
-    GlobalHydra.instance().clear()
+def compose_prepare(compose_config, tmp_path: Path):
+    return lambda *overrides: compose_config("prepare", f"paths.cache_dir={tmp_path / 'cache'}", *overrides)
 
 
 def test_prepare_config_composes_like_train(compose_prepare):
