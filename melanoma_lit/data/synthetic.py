@@ -702,22 +702,25 @@ def _class_counts(n: int, frequencies: dict[str, float]) -> dict[str, int]:
     return counts
 
 
+def _patient(rng: np.random.Generator, cls: str) -> tuple[float, str, str]:
+    """Age, sex and site as the ISIC metadata has them, a few unknown; carcinomas favour older, sun-exposed skin."""
+    age = float(np.clip(5 * round(rng.normal(_MEAN_AGE[cls], 14) / 5), 5, 85))
+    sex = "male" if rng.random() < 0.53 else "female"
+    sun = np.where(np.array(_SITES) == "head/neck", 3.0 if cls in _SUN_EXPOSED_CLASSES else 1.0, 1.0)
+    site = str(rng.choice(_SITES, p=_SITE_WEIGHTS * sun / (_SITE_WEIGHTS * sun).sum()))
+    unknown = rng.random(3) < (0.02, 0.015, 0.03)
+    return (np.nan if unknown[0] else age), ("" if unknown[1] else sex), ("" if unknown[2] else site)
+
+
 def _plan_lesions(n: int, frequencies: dict[str, float], seed: int) -> list[_LesionPlan]:
+    """Lesions with 1-4 photographs each, class counts exact, in random order."""
     rng = np.random.default_rng([seed, 0])
     lesions: list[_LesionPlan] = []
     for cls, count in _class_counts(n, frequencies).items():
         while count > 0:
             views = min(count, int(rng.choice(_VIEWS_PER_LESION[0], p=_VIEWS_PER_LESION[1])))
             count -= views
-            age = (
-                np.nan if rng.random() < 0.02 else float(np.clip(5 * round(rng.normal(_MEAN_AGE[cls], 14) / 5), 5, 85))
-            )
-            sex = "" if rng.random() < 0.015 else ("male" if rng.random() < 0.53 else "female")
-            weights = _SITE_WEIGHTS * np.where(
-                np.array(_SITES) == "head/neck", 3.0 if cls in _SUN_EXPOSED_CLASSES else 1.0, 1.0
-            )
-            site = "" if rng.random() < 0.03 else str(rng.choice(_SITES, p=weights / weights.sum()))
-            lesions.append(_LesionPlan(len(lesions), cls, views, age, sex, site))
+            lesions.append(_LesionPlan(len(lesions), cls, views, *_patient(rng, cls)))
     return [replace(lesions[j], index=i) for i, j in enumerate(rng.permutation(len(lesions)))]
 
 
