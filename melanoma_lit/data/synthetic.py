@@ -73,9 +73,9 @@ _SUN_EXPOSED_CLASSES = frozenset({"AK", "BCC", "SCC"})
 _MEAN_AGE = {"MEL": 60, "NV": 40, "BCC": 67, "AK": 70, "BKL": 62, "DF": 45, "VASC": 45, "SCC": 72}
 
 # Reference colours, RGB in [0, 1].
-_TAN = (0.82, 0.60, 0.44)
-_BROWN = (0.58, 0.35, 0.21)
-_DARK_BROWN = (0.34, 0.18, 0.11)
+_TAN = (0.80, 0.56, 0.40)
+_BROWN = (0.56, 0.32, 0.19)
+_DARK_BROWN = (0.33, 0.17, 0.10)
 _BLACK = (0.13, 0.09, 0.08)
 _BLUE_GREY = (0.40, 0.45, 0.57)
 _BLUE_WHITE = (0.66, 0.72, 0.82)
@@ -137,7 +137,6 @@ class _Lesion:
     opacity: float
     base: np.ndarray
     waves: np.ndarray  # rows: fx, fy, phase (mottling texture)
-    fine: np.ndarray  # rows: fx, fy, phase (grain texture)
     mottle: float
     blobs: list[_Blob] = field(default_factory=list)
     network: _Network | None = None
@@ -205,8 +204,7 @@ def _shape(
         edge=rng.uniform(*edge),
         opacity=rng.uniform(*opacity),
         base=base,
-        waves=_waves(rng, 8, 3.5),
-        fine=_waves(rng, 6, 12.0),
+        waves=_waves(rng, 16, 3.5),
         mottle=rng.uniform(*mottle),
     )
 
@@ -517,7 +515,15 @@ def _skin(rng: np.random.Generator, tone: np.ndarray, shape: tuple[int, int]) ->
     return skin
 
 
-def _draw_lesion(lesion: _Lesion, canvas: np.ndarray, centre: np.ndarray, angle: float, scale: float, darken: float):
+def _draw_lesion(
+    lesion: _Lesion,
+    canvas: np.ndarray,
+    centre: np.ndarray,
+    angle: float,
+    scale: float,
+    darken: float,
+    rng: np.random.Generator,
+) -> None:
     """Composite the lesion onto ``canvas`` (H, W, 3) in place; ``scale`` is pixels per lesion unit."""
     h, w, _ = canvas.shape
     reach = lesion.extent() * scale + 2
@@ -530,7 +536,7 @@ def _draw_lesion(lesion: _Lesion, canvas: np.ndarray, centre: np.ndarray, angle:
     cos, sin = math.cos(angle), math.sin(angle)
     u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # lesion frame
     texture = _texture(lesion.waves, dx, dy[:, 0], angle, scale)
-    grain = _texture(lesion.fine, dx, dy[:, 0], angle, scale)
+    grain = _lowres_noise(rng, u.shape, max(2, round(max(u.shape) * 24 / scale)))  # isotropic, photo-specific
 
     rho = lesion.rho(u, v)
     inside = _smoothstep((1 - rho + 0.15 * lesion.edge * texture) / lesion.edge)
@@ -653,12 +659,12 @@ def _render(lesion: _Lesion, skin_tone: np.ndarray, rng: np.random.Generator, si
     canvas = _skin(rng, skin_tone * rng.uniform(0.95, 1.05), (h, w))
     centre = np.array([w / 2, h / 2]) + rng.uniform(-0.12, 0.12, 2) * half
     darken = float(np.clip(skin_tone.mean() / _SKIN_TONES[1].mean(), 0.45, 1.0) ** 0.7)
-    _draw_lesion(lesion, canvas, centre, rng.uniform(0, 2 * np.pi), half * rng.uniform(0.85, 1.15), darken)
+    _draw_lesion(lesion, canvas, centre, rng.uniform(0, 2 * np.pi), half * rng.uniform(0.85, 1.15), darken, rng)
     if rng.random() < 0.3:
         _draw_hair(rng, canvas)
     canvas = _lighting(rng, canvas)
     image = Image.fromarray((canvas * 255 + 0.5).astype(np.uint8))
-    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.7) * max(1.0, half / 64)))
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.7) * max(1.0, half / 64) ** 0.5))
     noise = rng.standard_normal((h, w, 3), dtype=np.float32) * rng.uniform(2.0, 6.0)
     noisy = np.asarray(image, dtype=np.float32) + noise
     return Image.fromarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8))
