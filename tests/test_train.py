@@ -41,15 +41,30 @@ def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
     assert 0.0 <= metrics["val/auc_macro"] <= 1.0
     predictions = pd.read_csv(run / "val_predictions.csv")
     assert list(predictions.columns[: 1 + len(ISIC_CLASSES)]) == ["image", *ISIC_CLASSES]
-    assert len(predictions) == summary["data"]["val"] and predictions["image"].is_unique
+    assert 0 < len(predictions) <= summary["data"]["val"] and predictions["image"].is_unique
     assert predictions[list(ISIC_CLASSES)].stack().between(0, 1).all()
 
 
 def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:
     """The synthetic classes carry real visual signal and the whole pipeline learns it (small budget)."""
     cfg = compose_train(
-        "experiment=demo", "data.synthetic.n=800", "data.synthetic.size=64", "backbone.input_size=64",
-        "data.num_workers=0", "data.batch_size=32", "trainer.max_epochs=3",
+        "experiment=demo",
+        "data.synthetic.n=800",
+        "data.synthetic.size=64",
+        "backbone.input_size=64",
+        "data.num_workers=0",
+        "data.batch_size=32",
+        "trainer.max_epochs=3",
     )
     metrics = train(cfg)
     assert metrics["val/auc_macro"] >= 0.90
+
+
+@pytest.mark.parametrize(
+    ("data", "folder"), [("isic2017", "isic2017"), ("isic2018", "isic2018"), ("folder", "folder_9class")]
+)
+def test_real_data_smoke_run(compose_train, shared_data, tmp_path, data: str, folder: str) -> None:
+    cfg = compose_train(f"data={data}", f"data.root={shared_data / folder}", "debug=limit", "backbone.input_size=64")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val/auc_macro"] <= 1.0
+    assert len(pd.read_csv(tmp_path / "run" / "val_predictions.csv")) == 4 * cfg.data.batch_size
