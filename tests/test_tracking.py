@@ -51,7 +51,6 @@ def test_tracked_run_is_readable_from_wandb_mlflow_and_tensorboard(
         "trainer.limit_val_batches=2",
         "logger=[csv,tensorboard,wandb,mlflow]",
         "logger.wandb.log_model=true",
-        "callbacks=media",
         "callbacks.early_stopping=null",
         "callbacks.media.every_n_epochs=2",
         f"callbacks.media.table_rows={TABLE_ROWS}",
