@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from melanoma_lit.data.balance import positive_weights, sample_weights
 from melanoma_lit.data.build import DataSpec, DataSplits, build_splits, prepare_sources
+from melanoma_lit.data.cache import use_cache
 from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.data.transforms import Augmentation, Preprocessing, eval_transform, train_transform
 
@@ -57,7 +58,14 @@ class LesionDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
-            self.splits = build_splits(self.spec)
+            self.splits = self._read_from_cache(build_splits(self.spec))
+
+    def _read_from_cache(self, splits: DataSplits) -> DataSplits:
+        """Point rows at the resize cache (python -m melanoma_lit.prepare) where it holds them."""
+        side = self.preprocessing.decode_side
+        parts = {name: use_cache(getattr(splits, name), self.spec.cache_dir, side) for name in ("train", "val", "test")}
+        summary = {**splits.summary, "read_from_cache": sum(count for _, count in parts.values())}
+        return DataSplits(*(table for table, _ in parts.values()), summary=summary)
 
     def summary(self) -> dict[str, Any]:
         self.setup()

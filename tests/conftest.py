@@ -34,23 +34,30 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def compose_train(tmp_path: Path, cache_dir: Path):
-    """Compose the real conf/train.yaml with overrides, outputs in tmp_path (Hydra compose API)."""
+def compose_config(tmp_path: Path, cache_dir: Path):
+    """Compose a real conf/<name>.yaml with overrides, outputs in tmp_path (Hydra compose API)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    def _compose(*overrides: str):
+    def _compose(config_name: str, *overrides: str):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
         HydraConfig().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.cache_dir = str(cache_dir)
+            if not any(o.startswith("paths.cache_dir=") for o in overrides):
+                cfg.paths.cache_dir = str(cache_dir)
             del cfg.hydra
         return cfg
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose_train(compose_config):
+    """conf/train.yaml composed with overrides (see compose_config)."""
+    return lambda *overrides: compose_config("train", *overrides)
