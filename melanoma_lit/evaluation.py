@@ -53,11 +53,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     spec = DataSpec.from_config(OmegaConf.to_container(cfg.data, resolve=True))
-    table, prefix, source = evaluation_set(spec)
-    where = f"data.test={spec.test}" if prefix == "test" else f"fold {spec.fold} of data={spec.name}"
     checkpoints = resolve_checkpoints(cfg.ckpt)
     models = load_models(checkpoints, resolve_device(cfg.device))
-    order = align_classes(models[0].classes, spec.classes, where)
+    order = align_classes(models[0].classes, spec.classes, f"data={spec.name}")
+    table, prefix, source = evaluation_set(spec)
+    where = f"data.test={spec.test}" if prefix == "test" else f"fold {spec.fold} of data={spec.name}"
     predictions = ensemble_probabilities(
         models,
         table["path"].tolist(),
