@@ -127,9 +127,7 @@ def predict(cfg: DictConfig) -> Path:
     )
     ok = predictions.ok
     fmt = default_format(classes) if cfg.format == "auto" else cfg.format
-    output = write_submission(
-        cfg.output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt)
-    )
+    output = write_submission(cfg.output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))
     errors = errors_path(output)
     predictions.errors.to_csv(errors, index=False)
     log.info("wrote %d predictions (%s format) to %s", int(ok.sum()), fmt, output)
