@@ -86,6 +86,7 @@ def test_isic2017_trained_checkpoint_with_tta8_matches_the_official_scorer(
         "data=isic2017",
         f"paths.data_dir={shared_data}",
         "backbone.pretrained=false",
+        "data.synthetic=null",  # debug=limit sizes the synthetic set, which would make isic2017 one
     )
     cfg = compose_config(
         "evaluate", f"ckpt={run}", "data=isic2017", f"paths.data_dir={shared_data}", "data.test=isic2017_test", "tta=8"
