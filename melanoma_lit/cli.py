@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from melanoma_lit.errors import MelanomaLitError
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Lightning 2.6 trips torch's own pytree deprecation on every predict batch: noise, not advice for our users.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:

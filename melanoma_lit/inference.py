@@ -31,14 +31,16 @@ _ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 def predict_table(
     trainer: pl.Trainer, model: LesionClassifier, loader: torch.utils.data.DataLoader, ckpt_path: str | None
-) -> np.ndarray:
-    """Class probabilities for every row of the loader's dataset, in dataset order."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and the dataset rows they belong to, in row order.
+
+    All rows unless the trainer limits prediction batches (``trainer.limit_predict_batches``).
+    """
     batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
     probs = torch.cat([b["probs"] for b in batches]).numpy()
-    order = torch.cat([b["index"] for b in batches]).numpy()
-    result = np.empty_like(probs)
-    result[order] = probs
-    return result
+    rows = torch.cat([b["index"] for b in batches]).numpy()
+    order = np.argsort(rows, kind="stable")
+    return probs[order], rows[order]
 
 
 def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classes: list[str], **extra: Any) -> None:

@@ -6,12 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors
-from melanoma_lit.training import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
+    from melanoma_lit.training import train  # imported here so that --help and --cfg answer at once
+
     metrics = train(cfg)
     return metrics.get(cfg.monitor)
 

@@ -95,8 +95,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if len(datamodule.splits.val) and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        probs = predict_table(trainer, model, datamodule.val_dataloader(), best or None)
-        val = datamodule.splits.val
+        probs, rows = predict_table(trainer, model, datamodule.val_dataloader(), best or None)
+        val = datamodule.splits.val.iloc[rows]
         classes = datamodule.classes
         metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
         write_predictions(output_dir / "val_predictions.csv", val, probs, classes, fold=datamodule.spec.fold)

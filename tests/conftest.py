@@ -12,6 +12,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+# A small synthetic set shared by the tests that train (generated once per session).
+SMALL_SYNTHETIC = ("data.synthetic.n=96", "data.synthetic.size=64")
 
 
 def shared_data_root() -> Path:
