@@ -13,11 +13,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from melanoma_lit.training import train
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, SMALL_SYNTHETIC
 
 
 def train_tiny_checkpoint(base: Path, cache_dir: Path, *overrides: str) -> Path:
-    """The run dir of a resnet18 ``debug=limit`` run at 64 px (overrides on top), trained if not yet there."""
+    """The run dir of a resnet18 ``debug=limit`` run at 64 px on the small synthetic set (overrides on top),
+    trained if not yet there."""
     run = base / "tiny-run"
     if not (run / "checkpoints" / "best.ckpt").is_file():
         GlobalHydra.instance().clear()
@@ -27,6 +28,7 @@ def train_tiny_checkpoint(base: Path, cache_dir: Path, *overrides: str) -> Path:
                 overrides=[
                     "debug=limit",
                     "backbone.input_size=64",
+                    *SMALL_SYNTHETIC,
                     f"paths.output_dir={run}",
                     f"paths.cache_dir={cache_dir}",
                     *overrides,

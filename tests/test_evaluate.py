@@ -29,7 +29,7 @@ from melanoma_lit.inference import (
 )
 from tests import checkpoints
 from tests.checkpoints import train_tiny_checkpoint
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 
 ISIC2017_TRUTH = "isic2017/ISIC-2017_Test_v2_Part3_GroundTruth.csv"
 
@@ -85,8 +85,6 @@ def test_isic2017_trained_checkpoint_with_tta8_matches_the_official_scorer(
         cache_dir,
         "data=isic2017",
         f"paths.data_dir={shared_data}",
-        "backbone.pretrained=false",
-        "data.synthetic=null",  # debug=limit sizes the synthetic set, which would make isic2017 one
     )
     cfg = compose_config(
         "evaluate", f"ckpt={run}", "data=isic2017", f"paths.data_dir={shared_data}", "data.test=isic2017_test", "tta=8"
@@ -97,16 +95,11 @@ def test_isic2017_trained_checkpoint_with_tta8_matches_the_official_scorer(
 
 
 def test_validation_fold_by_default_reproduces_the_training_run(tiny_run, compose_config) -> None:
-    cfg = compose_config(
-        "evaluate",
-        f"ckpt={tiny_run}",
-        "data.synthetic.n=96",
-        "data.synthetic.size=64",
-        "data.batch_size=8",
-        "data.num_workers=0",
-    )
+    cfg = compose_config("evaluate", f"ckpt={tiny_run}", *SMALL_SYNTHETIC, "data.batch_size=8", "data.num_workers=0")
     metrics = evaluate(cfg)
-    trained = json.loads((tiny_run / "metrics.json").read_text())["metrics"]
+    trained = json.loads((tiny_run / "metrics.json").read_text())
+    assert trained["data"]["val"] == len(pd.read_csv(tiny_run / "val_predictions.csv"))  # training scored every row
+    trained = trained["metrics"]
     for key in ("val/auc_macro", "val/mel_auc", "val/balanced_accuracy", "val/ap_macro"):
         assert metrics[key] == pytest.approx(trained[key], abs=1e-6), key
     ours = pd.read_csv(Path(cfg.paths.output_dir) / "predictions.csv")
