@@ -17,6 +17,7 @@ from melanoma_lit.datamodule import default_workers
 from melanoma_lit.errors import DataError
 from melanoma_lit.inference import (
     align_classes,
+    check_format,
     default_format,
     ensemble_probabilities,
     load_models,
@@ -58,6 +59,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     order = align_classes(models[0].classes, spec.classes, f"data={spec.name}")
     table, prefix, source = evaluation_set(spec)
     where = f"data.test={spec.test}" if prefix == "test" else f"fold {spec.fold} of data={spec.name}"
+    classes = list(spec.classes)
+    fmt = default_format(classes, source) if cfg.format == "auto" else cfg.format
+    check_format(fmt, classes)
     predictions = ensemble_probabilities(
         models,
         table["path"].tolist(),
@@ -71,12 +75,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"{len(predictions.errors)} of {len(table)} images of {where} cannot be read ({shown}). "
             "Re-download them, or set data.allow_missing=true for missing files."
         )
-    classes = list(spec.classes)
     probs = predictions.probs[:, order]
     truth, known = targets(table, classes), known_mask(table, classes)
     metrics = {f"{prefix}/{k}": v for k, v in compute_metrics(probs, truth, known, classes).items()}
 
-    fmt = default_format(classes, source) if cfg.format == "auto" else cfg.format
     csv = write_submission(output_dir / "predictions.csv", submission_table(table["image_id"], probs, classes, fmt))
     plot_roc_curves(probs, truth, known, classes, output_dir / "roc.png")
     plot_confusion_matrix(confusion_matrix(probs, truth, known), classes, output_dir / "confusion_matrix.png")

@@ -151,14 +151,11 @@ def collate_skipping_failures(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class Predictions:
-    """Probabilities ``[N, K]`` in input order (NaN rows where the image failed) and the failures."""
+    """Probabilities ``[N, K]`` in input order, which rows were read (``ok``; NaN rows elsewhere), the failures."""
 
     probs: np.ndarray
+    ok: np.ndarray
     errors: pd.DataFrame  # columns: path, reason
-
-    @property
-    def ok(self) -> np.ndarray:
-        return ~np.isnan(self.probs).any(axis=1)
 
 
 def ensemble_probabilities(
@@ -200,9 +197,11 @@ def ensemble_probabilities(
                             total[batch["index"].numpy()] += model.predict_proba(images, tta).double().cpu().numpy()
                 progress.advance(task)
     probs = total / len(models)
-    probs[list(failed)] = np.nan
+    ok = np.ones(len(paths), dtype=bool)
+    ok[list(failed)] = False
+    probs[~ok] = np.nan
     errors = pd.DataFrame([failed[i] for i in sorted(failed)], columns=["path", "reason"])
-    return Predictions(probs, errors)
+    return Predictions(probs, ok, errors)
 
 
 def _progress() -> Progress:
@@ -242,16 +241,8 @@ def submission_table(
     ``isic2019``: ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`` with UNK 0 (the model has no "none of these").
     ``generic``: ``image`` and one column per class, in the given order.
     """
-    if fmt not in SUBMISSION_FORMATS:
-        raise ConfigError(f"format={fmt}: choose one of {', '.join(SUBMISSION_FORMATS)} (or auto).")
+    check_format(fmt, classes)
     column = {cls: np.asarray(probs[:, index], dtype=np.float64) for index, cls in enumerate(classes)}
-    required = {"isic2017": ("MEL", "BKL"), "isic2018": ISIC_CLASSES, "isic2019": ISIC_CLASSES}.get(fmt, ())
-    missing = [cls for cls in required if cls not in column]
-    if missing:
-        raise ConfigError(
-            f"format={fmt} needs probabilities for {missing}, which the model does not predict "
-            f"(its classes: {list(classes)}); use format=generic."
-        )
     ids = np.asarray(image_ids, dtype=str)
     if fmt == "isic2017":
         return pd.DataFrame({"image_id": ids, "melanoma": column["MEL"], "seborrheic_keratosis": column["BKL"]})
@@ -261,6 +252,19 @@ def submission_table(
     if fmt == "isic2019":
         return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in ISIC_CLASSES}, "UNK": 0.0})
     return pd.DataFrame({"image": ids, **column})
+
+
+def check_format(fmt: str, classes: Sequence[str]) -> None:
+    """Fail before any inference when the format is unknown or needs a class the model does not predict."""
+    if fmt not in SUBMISSION_FORMATS:
+        raise ConfigError(f"format={fmt}: choose one of {', '.join(SUBMISSION_FORMATS)} (or auto).")
+    required = {"isic2017": ("MEL", "BKL"), "isic2018": ISIC_CLASSES, "isic2019": ISIC_CLASSES}.get(fmt, ())
+    missing = [cls for cls in required if cls not in classes]
+    if missing:
+        raise ConfigError(
+            f"format={fmt} needs probabilities for {missing}, which the model does not predict "
+            f"(its classes: {list(classes)}); use format=generic."
+        )
 
 
 def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:

@@ -16,6 +16,7 @@ from melanoma_lit.data.sources import IMAGE_SUFFIXES
 from melanoma_lit.datamodule import default_workers
 from melanoma_lit.errors import DataError
 from melanoma_lit.inference import (
+    check_format,
     default_format,
     ensemble_probabilities,
     load_models,
@@ -118,6 +119,8 @@ def predict(cfg: DictConfig) -> Path:
     inputs = list_inputs(cfg.input, cfg.get("image_dir"))
     models = load_models(resolve_checkpoints(cfg.ckpt), resolve_device(cfg.device))
     classes = models[0].classes
+    fmt = default_format(classes) if cfg.format == "auto" else cfg.format
+    check_format(fmt, classes)
     predictions = ensemble_probabilities(
         models,
         inputs["path"].tolist(),
@@ -126,7 +129,6 @@ def predict(cfg: DictConfig) -> Path:
         num_workers=default_workers() if cfg.num_workers is None else cfg.num_workers,
     )
     ok = predictions.ok
-    fmt = default_format(classes) if cfg.format == "auto" else cfg.format
     output = write_submission(cfg.output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))
     errors = errors_path(output)
     predictions.errors.to_csv(errors, index=False)

@@ -17,9 +17,10 @@ from tests.conftest import CONF_DIR, SMALL_SYNTHETIC
 
 
 def train_tiny_checkpoint(base: Path, cache_dir: Path, *overrides: str) -> Path:
-    """The run dir of a resnet18 ``debug=limit`` run at 64 px on the small synthetic set (overrides on top),
+    """The run dir of a resnet18 ``debug=limit`` run at 64 px (on the small synthetic set unless a data= override),
     trained if not yet there."""
     run = base / "tiny-run"
+    synthetic = () if any(o.startswith("data=") for o in overrides) else SMALL_SYNTHETIC
     if not (run / "checkpoints" / "best.ckpt").is_file():
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -28,7 +29,7 @@ def train_tiny_checkpoint(base: Path, cache_dir: Path, *overrides: str) -> Path:
                 overrides=[
                     "debug=limit",
                     "backbone.input_size=64",
-                    *SMALL_SYNTHETIC,
+                    *synthetic,
                     f"paths.output_dir={run}",
                     f"paths.cache_dir={cache_dir}",
                     *overrides,

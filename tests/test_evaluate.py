@@ -21,6 +21,7 @@ from melanoma_lit.evaluation import evaluate
 from melanoma_lit.inference import (
     ImageFiles,
     align_classes,
+    check_format,
     default_format,
     ensemble_probabilities,
     load_models,
@@ -199,6 +200,8 @@ def test_submission_formats() -> None:
     assert list(generic.columns) == ["image", "NV", "MEL"] and generic["MEL"].tolist() == [0.1, 0.8]
     with pytest.raises(ConfigError, match=r"needs probabilities for \['BKL'\]"):
         submission_table(ids, probs[:, :2], ["MEL", "NV"], "isic2017")
+    with pytest.raises(ConfigError, match="format=csv: choose one of"):
+        check_format("csv", classes)
     assert default_format(classes, "isic2017") == "isic2017"
     assert default_format(classes, "isic2018") == "isic2018"
     assert default_format(classes, None) == default_format(classes, "isic2020") == "isic2019"
