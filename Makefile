@@ -1,7 +1,7 @@
 # make demo / make test do all set-up on a fresh machine: they create .venv and install first.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= dev,sweep,mlflow,export,explain
+EXTRAS ?= dev,sweep,mlflow,export
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 export NO_ALBUMENTATIONS_UPDATE := 1
