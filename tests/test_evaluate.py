@@ -28,15 +28,11 @@ from melanoma_lit.inference import (
     resolve_checkpoints,
     submission_table,
 )
-from tests import checkpoints
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 
 ISIC2017_TRUTH = "isic2017/ISIC-2017_Test_v2_Part3_GroundTruth.csv"
 
-# Session fixtures shared by the inference tests (see tests/checkpoints.py).
-synthetic_images = checkpoints.synthetic_images
-tiny_run = checkpoints.tiny_run
 
 
 def _official_2017_scores(shared_data: Path, predictions_csv: Path) -> pd.DataFrame:

@@ -17,15 +17,11 @@ from melanoma_lit.errors import ConfigError
 from melanoma_lit.exporting import export_checkpoint, run_exported
 from melanoma_lit.inference import ImageFiles
 from melanoma_lit.module import LesionClassifier
-from tests import checkpoints
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT
 
 TOLERANCE = 1e-4
 
-# Session fixtures shared by the inference tests (see tests/checkpoints.py).
-synthetic_images = checkpoints.synthetic_images
-tiny_run = checkpoints.tiny_run
 
 
 def _sample_batch(model: LesionClassifier, images: list[str]) -> torch.Tensor:

@@ -19,12 +19,7 @@ from melanoma_lit.data.transforms import eval_transform
 from melanoma_lit.errors import DataError
 from melanoma_lit.module import LesionClassifier
 from melanoma_lit.prediction import errors_path, list_inputs, predict
-from tests import checkpoints
 from tests.conftest import REPO_ROOT
-
-# Session fixtures shared by the inference tests (see tests/checkpoints.py).
-synthetic_images = checkpoints.synthetic_images
-tiny_run = checkpoints.tiny_run
 
 
 def _expected_probabilities(run: Path, paths: list[Path]) -> np.ndarray:
