@@ -79,7 +79,9 @@ class LesionClassifier(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.criterion(logits, batch["target"], batch["known"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        # Not on the progress bar: Lightning turns progress-bar values into Python numbers after every batch,
+        # a host-device sync per step that stalls the GPU queue; logged values stay tensors until written.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(logits))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
