@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.optim import Optimizer
 
 from melanoma_lit.data.transforms import Preprocessing
 from melanoma_lit.errors import ConfigError
@@ -100,10 +101,14 @@ class LesionClassifier(pl.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"probs": self.predict_proba(batch["image"]).float(), "index": batch["index"]}
 
-    def configure_optimizers(self) -> Any:
+    def create_optimizer(self) -> Optimizer:
+        """The configured optimiser over the net's parameter groups (the bench times it without Lightning)."""
         settings = dict(self.hparams.optimizer)
         settings.pop("freeze_backbone_epochs", None)
-        optimizer = build_optimizer(self.net, **settings)
+        return build_optimizer(self.net, **settings)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.create_optimizer()
         schedule = dict(self.hparams.scheduler or {})
         name = schedule.pop("name", None)
         if name in (None, "none"):
