@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from melanoma_lit.cli import CONFIG_DIR, friendly_errors
+from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
@@ -20,4 +20,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "bench")
