@@ -87,3 +87,16 @@ def test_key_hints_follow_the_chosen_groups_and_suggest_close_names() -> None:
     assert len(hint.splitlines()) == 1  # data.fold exists: no hint for it
     assert unknown_key_hint("train", ["backbone=resnet152", "optimizer.lr=0.1", "+extra.key=1"]) is None
     assert unknown_key_hint("train", ["backbone=resnet152,resnet18", "optimizer.lrr=0.1"]) is None  # a sweep
+
+
+def test_default_precision_is_bf16_on_a_cuda_gpu_and_full_on_cpu(compose_train, monkeypatch) -> None:
+    import torch
+
+    assert OmegaConf.to_container(compose_train().trainer, resolve=True)["precision"] == "32-true"  # no GPU here
+    assert compose_train("trainer=gpu").trainer.precision == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # this machine has no GPU to ask
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert OmegaConf.to_container(compose_train().trainer, resolve=True)["precision"] == "bf16-mixed"
+    assert OmegaConf.to_container(compose_train("trainer=cpu").trainer, resolve=True)["precision"] == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert OmegaConf.to_container(compose_train().trainer, resolve=True)["precision"] == "16-mixed"

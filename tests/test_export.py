@@ -23,7 +23,6 @@ from tests.conftest import REPO_ROOT
 TOLERANCE = 1e-4
 
 
-
 def _sample_batch(model: LesionClassifier, images: list[str]) -> torch.Tensor:
     """Real images through the evaluation transform: what a deployment would feed."""
     dataset = ImageFiles(images, model.preprocessing)
