@@ -54,7 +54,6 @@ def device_slot_count() -> int:
     return max(1, len(visible_devices()))
 
 
-
 def claim_slot(lock_dir: str | Path, n_slots: int, poll_s: float = 0.5) -> int:
     """A slot in ``range(n_slots)`` no other live process holds, kept until this process exits.
 
