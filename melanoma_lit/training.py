@@ -50,7 +50,7 @@ def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifi
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     loss = dict(model_cfg["loss"])
     use_pos_weight = loss.pop("pos_weight")
-    return LesionClassifier(
+    model = LesionClassifier(
         classes=datamodule.classes,
         backbone=backbone,
         head=model_cfg["head"],
@@ -64,6 +64,9 @@ def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifi
         channels_last=model_cfg["channels_last"],
         tta=model_cfg["tta"],
     )
+    if model_cfg.get("compile"):
+        model.net.compile()  # in place: checkpoints keep the plain parameter names
+    return model
 
 
 def instantiate_all(section: DictConfig | None) -> list[Any]:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.module import LesionClassifier
 from melanoma_lit.training import cross_validate, train
 from tests.conftest import SMALL_SYNTHETIC
 
@@ -88,3 +89,12 @@ def test_real_data_smoke_run(compose_train, shared_data, tmp_path, data: str, fo
     metrics = train(cfg)
     assert 0.0 <= metrics["val/auc_macro"] <= 1.0
     assert len(pd.read_csv(tmp_path / "run" / "val_predictions.csv")) == 4 * cfg.data.batch_size
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(compose_train, tmp_path) -> None:
+    cfg = compose_train("debug=limit", "model.compile=true", "backbone.input_size=32", *SMALL_SYNTHETIC)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val/auc_macro"] <= 1.0
+    restored = LesionClassifier.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert all(not key.startswith("_orig_mod") for key in restored.net.state_dict())
