@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +13,20 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
 
+from melanoma_lit.data.images import load_rgb
+from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.data.transforms import Preprocessing, eval_transform
+from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.module import LesionClassifier
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAMES: tuple[str, ...] = ("best.ckpt", "last.ckpt")  # a run's checkpoint, in order of preference
+SUBMISSION_FORMATS: tuple[str, ...] = ("isic2017", "isic2018", "isic2019", "generic")
+_ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
 def predict_table(
@@ -29,9 +45,231 @@ def predict_table(
 
 def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classes: list[str], **extra: Any) -> None:
     """One row per image with one probability column per class, named as ISIC names them."""
-    frame = pd.DataFrame({"image": table["image_id"].to_numpy()})
-    for index, cls in enumerate(classes):
-        frame[cls] = probs[:, index]
+    frame = submission_table(table["image_id"], probs, classes, "generic")
     for key, value in extra.items():
         frame[key] = value
     frame.to_csv(path, index=False, float_format="%.6f")
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+
+def resolve_checkpoints(ckpt: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The checkpoints named by ``ckpt``: a ``.ckpt`` file; a run dir (its ``checkpoints/best.ckpt``, else
+    ``last.ckpt``); a multirun or any folder of run dirs (every run's, for an ensemble); or a list of these."""
+    if isinstance(ckpt, str | Path):
+        ckpt = [ckpt]
+    found: list[Path] = []
+    for item in ckpt:
+        path = Path(item).expanduser()
+        if path.is_file():
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise ConfigError(f"ckpt={item}: no such file or folder. Pass a .ckpt file, a run dir or a multirun dir.")
+        runs = sorted({folder.parent for folder in path.rglob("checkpoints") if folder.is_dir()})
+        chosen = [_run_checkpoint(run) for run in runs]
+        chosen = [c for c in chosen if c is not None]
+        if not chosen:
+            raise ConfigError(
+                f"ckpt={item}: no checkpoints/best.ckpt or checkpoints/last.ckpt under this folder. "
+                "Pass a .ckpt file, or the output folder of a finished training run."
+            )
+        found.extend(chosen)
+    return found
+
+
+def _run_checkpoint(run: Path) -> Path | None:
+    return next((run / "checkpoints" / n for n in CHECKPOINT_NAMES if (run / "checkpoints" / n).is_file()), None)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: no CUDA device is visible; use device=cpu or device=auto.")
+    return torch.device(name)
+
+
+def load_models(paths: Sequence[Path], device: torch.device) -> list[LesionClassifier]:
+    """Models in eval mode on ``device``; an ensemble must share one class list (same names, same order)."""
+    models = []
+    for path in paths:
+        model = LesionClassifier.from_checkpoint(path, map_location=device).to(device).eval()
+        if models and model.classes != models[0].classes:
+            raise ConfigError(
+                f"{path} predicts {model.classes} but {paths[0]} predicts {models[0].classes}: "
+                "an ensemble needs checkpoints trained on one label set; pass checkpoints of one data config."
+            )
+        models.append(model)
+    log.info("loaded %d checkpoint(s): %s", len(models), ", ".join(str(p) for p in paths))
+    return models
+
+
+def align_classes(model_classes: Sequence[str], data_classes: Sequence[str], where: str) -> list[int]:
+    """Column indices that put the model's outputs in the data's class order; error if the label sets differ."""
+    if sorted(model_classes) != sorted(data_classes):
+        raise ConfigError(
+            f"the checkpoint predicts {list(model_classes)} but {where} is labelled {list(data_classes)}: "
+            "evaluate on a data config with the label set the model was trained on (data=... or data.classes=...)."
+        )
+    return [list(model_classes).index(cls) for cls in data_classes]
+
+
+# --- images that may fail to decode --------------------------------------------------------------------------
+
+
+class ImageFiles(Dataset):
+    """Image files for inference; an unreadable file becomes a failure record instead of an exception."""
+
+    def __init__(self, paths: Sequence[str], preprocessing: Preprocessing) -> None:
+        self.paths = np.asarray([str(p) for p in paths], dtype=str)
+        self.transform = eval_transform(preprocessing)
+        self.decode_side = preprocessing.decode_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = str(self.paths[index])
+        try:
+            image = load_rgb(path, min_side=self.decode_side)
+        except DataError as error:
+            return {"index": index, "path": path, "error": str(error)}
+        return {"index": index, "image": self.transform(image=image)["image"]}
+
+
+def collate_skipping_failures(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the decoded images; failures travel beside them as (index, path, reason)."""
+    good = [item for item in items if "image" in item]
+    return {
+        "image": torch.stack([item["image"] for item in good]) if good else torch.empty(0, dtype=torch.uint8),
+        "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
+        "failures": [(item["index"], item["path"], item["error"]) for item in items if "error" in item],
+    }
+
+
+@dataclass
+class Predictions:
+    """Probabilities ``[N, K]`` in input order, which rows were read (``ok``; NaN rows elsewhere), the failures."""
+
+    probs: np.ndarray
+    ok: np.ndarray
+    errors: pd.DataFrame  # columns: path, reason
+
+
+def ensemble_probabilities(
+    models: Sequence[LesionClassifier],
+    paths: Sequence[str],
+    tta: int | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+) -> Predictions:
+    """Mean probability of ``models`` for every image; each distinct preprocessing decodes the images once.
+
+    ``tta`` overrides each model's own number of dihedral views. Columns follow ``models[0].classes``.
+    """
+    device = device or models[0].device
+    n_classes = len(models[0].classes)
+    total = np.zeros((len(paths), n_classes), dtype=np.float64)
+    failed: dict[int, tuple[str, str]] = {}
+    groups: dict[Preprocessing, list[LesionClassifier]] = defaultdict(list)
+    for model in models:
+        groups[model.preprocessing].append(model)
+    with _progress() as progress:
+        for preprocessing, members in groups.items():
+            loader = DataLoader(
+                ImageFiles(paths, preprocessing),
+                batch_size=batch_size,
+                num_workers=num_workers,
+                collate_fn=collate_skipping_failures,
+                pin_memory=device.type == "cuda",
+            )
+            task = progress.add_task(f"{len(members)} model(s) at {preprocessing.input_size}", total=len(loader))
+            for batch in loader:
+                for index, path, reason in batch["failures"]:
+                    failed[index] = (path, reason)
+                if len(batch["index"]):
+                    images = batch["image"].to(device, non_blocking=True)
+                    with torch.inference_mode():
+                        for model in members:
+                            total[batch["index"].numpy()] += model.predict_proba(images, tta).double().cpu().numpy()
+                progress.advance(task)
+    probs = total / len(models)
+    ok = np.ones(len(paths), dtype=bool)
+    ok[list(failed)] = False
+    probs[~ok] = np.nan
+    errors = pd.DataFrame([failed[i] for i in sorted(failed)], columns=["path", "reason"])
+    return Predictions(probs, ok, errors)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("predicting {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+# --- submission files --------------------------------------------------------------------------------------
+
+
+def default_format(classes: Sequence[str], source: str | None = None) -> str:
+    """The official columns of the images' challenge year where the label set covers them, else generic.
+
+    ISIC 2019's format is the default for any other image set whose label set holds every ISIC class.
+    """
+    covers_isic = set(ISIC_CLASSES) <= set(classes)
+    if source == "isic2017" and {"MEL", "BKL"} <= set(classes):
+        return "isic2017"
+    if source == "isic2018" and covers_isic:
+        return "isic2018"
+    return "isic2019" if covers_isic else "generic"
+
+
+def submission_table(
+    image_ids: Sequence[str] | pd.Series, probs: np.ndarray, classes: Sequence[str], fmt: str
+) -> pd.DataFrame:
+    """One row per image in an official ISIC column layout.
+
+    ``isic2017``: ``image_id,melanoma,seborrheic_keratosis`` (Part 3: MEL and BKL probabilities).
+    ``isic2018``: ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`` with AKIEC = min(1, AK + SCC): the probability of
+    "AK or SCC" for mutually exclusive diagnoses, which is how the two 2019 classes make up 2018's one.
+    ``isic2019``: ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`` with UNK 0 (the model has no "none of these").
+    ``generic``: ``image`` and one column per class, in the given order.
+    """
+    check_format(fmt, classes)
+    column = {cls: np.asarray(probs[:, index], dtype=np.float64) for index, cls in enumerate(classes)}
+    ids = np.asarray(image_ids, dtype=str)
+    if fmt == "isic2017":
+        return pd.DataFrame({"image_id": ids, "melanoma": column["MEL"], "seborrheic_keratosis": column["BKL"]})
+    if fmt == "isic2018":
+        column["AKIEC"] = np.minimum(1.0, column["AK"] + column["SCC"])
+        return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in _ISIC2018_COLUMNS}})
+    if fmt == "isic2019":
+        return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in ISIC_CLASSES}, "UNK": 0.0})
+    return pd.DataFrame({"image": ids, **column})
+
+
+def check_format(fmt: str, classes: Sequence[str]) -> None:
+    """Fail before any inference when the format is unknown or needs a class the model does not predict."""
+    if fmt not in SUBMISSION_FORMATS:
+        raise ConfigError(f"format={fmt}: choose one of {', '.join(SUBMISSION_FORMATS)} (or auto).")
+    required = {"isic2017": ("MEL", "BKL"), "isic2018": ISIC_CLASSES, "isic2019": ISIC_CLASSES}.get(fmt, ())
+    missing = [cls for cls in required if cls not in classes]
+    if missing:
+        raise ConfigError(
+            f"format={fmt} needs probabilities for {missing}, which the model does not predict "
+            f"(its classes: {list(classes)}); use format=generic."
+        )
+
+
+def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:
+    """Full float64 precision, so a scorer reading the file ranks exactly what our metrics ranked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path

@@ -55,8 +55,9 @@ def run_prepare(cfg: DictConfig, progress: bool = True) -> PrepareReport:
 
 def print_report(report: PrepareReport, console: Console | None = None) -> None:
     console = console or Console()
-    summary = Table(title=f"Resize cache {report.folder}", show_header=False)
+    summary = Table(title="Resize cache", show_header=False)
     for name, value in (
+        ("folder", report.folder),
         ("shorter side", f"{report.side} px"),
         ("images", report.total),
         ("written", report.written),

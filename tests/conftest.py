@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+# Session fixtures of a tiny trained checkpoint, shared by the inference tests.
+pytest_plugins = ["tests.checkpoints"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 # A small synthetic set shared by the tests that train (generated once per session).
