@@ -12,6 +12,8 @@ import hydra
 import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from melanoma_lit.data.build import DataSpec
 from melanoma_lit.data.table import known_mask, targets
@@ -22,6 +24,8 @@ from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.metrics import compute_metrics
 from melanoma_lit.models.optim import BackboneFreeze
 from melanoma_lit.module import LesionClassifier
+from melanoma_lit.resilience import exit_code, keep_csv_history
+from melanoma_lit.rundir import CHECKPOINT_DIR, METRICS_FILE, config_path, finished_metrics, resolve_resume
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +75,23 @@ def _instantiate_all(section: DictConfig | None) -> list[Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics."""
+    """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics.
+
+    ``ckpt_path=last`` continues the run in ``paths.output_dir`` (see melanoma_lit.rundir); a finished
+    one is left as it is and its metrics returned.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last" and (finished := finished_metrics(output_dir)) is not None:
+        log.info("%s already finished (%s): nothing to do", output_dir, METRICS_FILE)
+        return finished
+    checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, ckpt_path)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # DDP runs this function once per process: one records the config
+        OmegaConf.save(cfg, config_path(output_dir), resolve=True)
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -87,10 +102,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
         callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
-    )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    if resume_from:
+        keep_csv_history(loggers, resume_from)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException:
+        raise SystemExit(exit_code(callbacks)) from None
 
     metrics: dict[str, float] = {}
     if len(datamodule.splits.val) and not trainer.fast_dev_run:
@@ -109,6 +128,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "backbone": cfg.backbone.name,
             "fold": datamodule.spec.fold,
         }
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+        (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
