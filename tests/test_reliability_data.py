@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from melanoma_lit.cli import friendly_errors
 from melanoma_lit.data.build import DataSpec, build_splits
+from melanoma_lit.data.merge import merge_sources
 from melanoma_lit.data.sources import read_isic2017, read_isic2018, read_isic2019
 from melanoma_lit.data.synthetic import ensure_synthetic
 from melanoma_lit.data.table import normalise_table
@@ -111,6 +112,17 @@ def test_empty_binary_or_broken_csv_files_are_data_errors(tmp_path: Path, conten
         read_isic2019(tmp_path)
 
 
+def test_a_row_longer_than_the_header_is_named_not_read_as_an_index(tmp_path: Path) -> None:
+    """pandas would silently take the first column as the index (first row) or drop cells (index_col=False)."""
+    truth = write_isic2019(tmp_path, LABELS)
+    lines = truth.read_text().splitlines()
+    for row, message in ((1, r"line 2 has more cells than the header"), (2, r"Expected 10 fields in line 3, saw 11")):
+        edited = [*lines[:row], lines[row] + ",1.0", *lines[row + 1 :]]
+        truth.write_text("\n".join(edited) + "\n")
+        with pytest.raises(DataError, match=rf"{truth.name}: .*{message}"):
+            read_isic2019(tmp_path)
+
+
 def test_images_without_a_csv_row_are_reported_and_left_out(tmp_path: Path, caplog) -> None:
     write_isic2019(tmp_path, LABELS, images=[*LABELS, "ISIC_0000009", "ISIC_0000008", "ISIC_0000007_superpixels"])
     with caplog.at_level(logging.WARNING):
@@ -121,13 +133,18 @@ def test_images_without_a_csv_row_are_reported_and_left_out(tmp_path: Path, capl
     )
 
 
-def test_tables_handed_to_the_merge_hold_0_or_1(tmp_path: Path) -> None:
+def test_tables_handed_to_the_merge_hold_0_or_1_and_name_their_images(tmp_path: Path) -> None:
     frame = pd.DataFrame({"image_id": ["a", "b"], "A": [1.0, "x"], "known_A": [1.0, 1.0]})
     with pytest.raises(DataError, match=r"column A: value 'x' for image 'b' is not 0 or 1"):
         normalise_table(frame, ["A"])
     with pytest.raises(DataError, match=r"no value for image 'b' although known_A says it is known"):
         normalise_table(frame.assign(A=[1.0, None]), ["A"])
     assert normalise_table(frame.assign(A=[1.0, None], known_A=[1.0, 0.0]), ["A"])["A"].tolist() == [1.0, 0.0]
+    table = frame.assign(A=[1.0, 0.0], split="train", source="mine", path="")
+    with pytest.raises(DataError, match=r"table 0 \(mine\): 2 rows have no image_id"):
+        merge_sources([table.drop(columns="image_id")], classes=["A"], allow_missing=True)
+    with pytest.raises(DataError, match=r"table 0 \(mine\): split values \[''\]"):
+        merge_sources([table.drop(columns="split")], classes=["A"], allow_missing=True)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -41,9 +42,18 @@ def _read_csv(path: Path, required: list[str], id_column: str | None = None) -> 
     if not path.exists():
         raise DataError(f"{path}: file not found. Check data.root points at the folder of the official download.")
     try:
-        frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+        with warnings.catch_warnings():
+            # index_col=False keeps pandas from making the first column an index when the first row is longer than
+            # the header; it warns that it drops the extra cells instead, which must not pass silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig", index_col=False)
     except pd.errors.EmptyDataError as error:
         raise DataError(f"{path}: the file is empty. Re-download the official file.") from error
+    except pd.errors.ParserWarning as error:
+        raise DataError(
+            f"{path}: line 2 has more cells than the header has columns. Fix that row (a stray comma?) "
+            "or re-download the official file."
+        ) from error
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as error:
         raise DataError(
             f"{path}: not a readable CSV ({type(error).__name__}: {str(error)[:200]}). "

@@ -43,7 +43,8 @@ def normalise_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
     for column in _STRING_COLUMNS:
         if column not in frame:
             frame[column] = ""
-        frame[column] = frame[column].fillna("").astype(str)
+        values = frame[column]
+        frame[column] = values.astype(str).where(values.notna(), "")  # not fillna: it would downcast mixed columns
     if "age" not in frame:
         frame["age"] = np.nan
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce").astype(float)
