@@ -3,7 +3,8 @@
 The interrupted legs run the real command in a subprocess where a signal must come from outside (kill -9, a
 scheduler's SIGTERM); SIGTERM/SIGUSR1 are also sent by the training process to itself, which is fast enough for
 the default run. Every run uses one intra-op thread (OMP_NUM_THREADS=1 in the subprocesses), so in-process and
-subprocess legs do the same arithmetic; a tiny timm test network keeps each run to seconds.
+subprocess legs do the same arithmetic; a tiny timm test network keeps each run to seconds. Same seed, same folds
+is tested in test_folds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from omegaconf import open_dict
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.rundir import METRICS_FILE, finished_metrics, resolve_resume
 from melanoma_lit.sweep import JOB_RECORD
-from melanoma_lit.training import train
+from melanoma_lit.training import build_datamodule, train
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 
@@ -278,3 +279,23 @@ def test_same_seed_same_metrics_and_history(compose_train, tmp_path) -> None:
     second = train(compose_train(*FAST, "trainer.max_epochs=2"))
     _same_metrics(second, first)
     pd.testing.assert_frame_equal(_history(tmp_path / "run"), history, rtol=0, atol=1e-6)
+
+
+def _first_epoch(compose_train, seed: int, *overrides: str) -> tuple[list[int], torch.Tensor]:
+    """The image indices and augmented pixels of one training epoch, seeded as train() seeds it."""
+    cfg = compose_train(*SMALL_SYNTHETIC, "backbone.input_size=32", "data.batch_size=16", *overrides)
+    pl.seed_everything(seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    batches = list(datamodule.train_dataloader())
+    return torch.cat([batch["index"] for batch in batches]).tolist(), torch.cat([batch["image"] for batch in batches])
+
+
+@pytest.mark.parametrize("sampler", ["data.balanced_sampler=false", "data.balanced_sampler=true"])
+def test_same_seed_same_sampling_order_and_augmentations_in_workers(compose_train, sampler: str) -> None:
+    workers = ("data.num_workers=2", "data.persistent_workers=false", sampler)
+    order, images = _first_epoch(compose_train, 42, *workers)
+    again_order, again_images = _first_epoch(compose_train, 42, *workers)
+    other_order, other_images = _first_epoch(compose_train, 7, *workers)
+    assert order == again_order and torch.equal(images, again_images)
+    assert order != other_order and not torch.equal(images, other_images)
