@@ -174,6 +174,17 @@ def test_a_fold_outside_num_folds_fails_before_reading_data(compose_train, tmp_p
         _spec(compose_train, tmp_path / "nowhere", f"data.fold={fold}")
 
 
+def test_num_folds_beyond_a_class_warns_with_the_fix_and_beyond_all_groups_fails(
+    compose_train, synthetic_copy: Path, tmp_path: Path, caplog
+) -> None:
+    own_cache = f"paths.cache_dir={tmp_path / 'cache'}"  # folds are written (and checked) once per cache
+    with caplog.at_level(logging.WARNING):
+        build_splits(_spec(compose_train, synthetic_copy, own_cache))
+    assert "fewer groups than the 5 folds" in caplog.text and "Lower data.num_folds to 3 to have every class" in caplog.text
+    with pytest.raises(ConfigError, match=r"data\.num_folds=97 but the table has only \d+ lesion/patient groups"):
+        build_splits(_spec(compose_train, synthetic_copy, own_cache, "data.num_folds=97"))
+
+
 def test_input_size_too_small_for_the_backbone_names_the_minimum(compose_train) -> None:
     with pytest.raises(ConfigError, match=r"input_size=16 is too small for 'inception_v3'.*at least 75x75"):
         build_datamodule(compose_train("backbone=inception_v3", "backbone.input_size=16"))
