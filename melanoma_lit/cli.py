@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -47,3 +48,57 @@ def _in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run(main: Callable[[], Any], config_name: str) -> None:
+    """Run a ``hydra.main`` entry point; when Hydra rejects a key typed on the command line (its message names
+    the key, not the alternatives), add the keys that exist there, closest first."""
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1 and (hint := unknown_key_hint(config_name, sys.argv[1:])):
+            print(hint, file=sys.stderr)
+        raise
+
+
+def unknown_key_hint(config_name: str, arguments: list[str]) -> str | None:
+    """``Unknown key optimizer.lrr: did you mean optimizer.lr? ...`` for each ``a.b=value`` override whose key
+    is not in the config composed from the other overrides; None when every key exists."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        given = get_args_parser().parse_args(arguments).overrides  # Hydra's own parser: flags such as --cfg job
+        overrides = OverridesParser.create().parse_overrides(given)
+    except Exception:  # Hydra has already reported the unparsable override
+        return None
+    if any(o.is_sweep_override() for o in overrides):
+        return None  # which sweep value's config would be the reference is ambiguous
+    dotted = [
+        o for o in overrides if o.type == OverrideType.CHANGE and "." in o.key_or_group and "/" not in o.key_or_group
+    ]
+    plain = [o.input_line for o in overrides if o not in dotted and o.type == OverrideType.CHANGE]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name, overrides=plain, return_hydra_config=True)
+    except Exception:  # a wrong group choice: Hydra's own message lists the options
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    lines = []
+    for override in dotted:
+        key = override.key_or_group
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key)
+        if not isinstance(parent, DictConfig) or leaf in parent:
+            continue
+        close = difflib.get_close_matches(leaf, [str(k) for k in parent], n=3, cutoff=0.5)
+        known = ", ".join(str(k) for k in parent)
+        guess = f" did you mean {' or '.join(f'{parent_key}.{c}' for c in close)}?" if close else ""
+        lines.append(f"Unknown key {key}:{guess} {parent_key} has: {known}. (+{key}=... adds a new key.)")
+    return "\n".join(lines) or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from melanoma_lit.cli import CONFIG_DIR, friendly_errors
+from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.exporting import export_checkpoint
 
 
@@ -19,4 +19,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "export")

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from melanoma_lit.cli import CONFIG_DIR, friendly_errors
+from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.data.build import DataSpec, load_pool, load_test
 from melanoma_lit.data.cache import PrepareReport, prepare_cache
 from melanoma_lit.data.transforms import Preprocessing
@@ -83,4 +83,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "prepare")

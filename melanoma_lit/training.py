@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
@@ -120,9 +122,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
         write_predictions(output_dir / "val_predictions.csv", val, probs, classes, fold=datamodule.spec.fold)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
-        finite = {key: (value if np.isfinite(value) else None) for key, value in metrics.items()}
         summary = {
-            "metrics": finite,
+            "metrics": _finite(metrics),
             "data": datamodule.summary(),
             "best_checkpoint": best,
             "backbone": cfg.backbone.name,
@@ -131,3 +132,53 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
+
+
+def cross_validate(cfg: DictConfig) -> dict[str, float]:
+    """Train every fold of ``data.fold`` (a list) in turn inside one job, each in ``<run dir>/fold<k>/``.
+
+    Returns the mean over folds of each validation metric, so a search (``hparams_search=optuna``) optimises
+    the cross-validated score; ``metrics.json`` adds each fold's values and their standard deviation, and
+    ``val_predictions.csv`` holds the out-of-fold predictions of every fold together.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    folds = list(cfg.data.fold)
+    per_fold: dict[int, dict[str, float]] = {}
+    for fold in folds:
+        fold_cfg = cfg.copy()
+        fold_cfg.paths.output_dir = str(output_dir / f"fold{fold}")
+        fold_cfg.data.fold = fold
+        log.info("cross-validation: fold %s of %s", fold, folds)
+        per_fold[fold] = train(fold_cfg)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    fold_dirs = [output_dir / f"fold{fold}" for fold in folds]
+    predictions = [d / "val_predictions.csv" for d in fold_dirs if (d / "val_predictions.csv").exists()]
+    if predictions:
+        pd.concat([pd.read_csv(p, dtype={"image": str}) for p in predictions]).to_csv(
+            output_dir / "val_predictions.csv", index=False, float_format="%.6f"
+        )
+    keys = sorted({key for metrics in per_fold.values() for key in metrics})
+    table = np.array([[per_fold[fold].get(key, np.nan) for key in keys] for fold in folds], dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined in every fold stays NaN
+        mean, std = np.nanmean(table, axis=0), np.nanstd(table, axis=0)
+    metrics = dict(zip(keys, mean.tolist(), strict=True))
+    written = [d / "metrics.json" for d in fold_dirs if (d / "metrics.json").exists()]
+    if written:
+        first = json.loads(written[0].read_text())
+        summary = {
+            "metrics": _finite(metrics),
+            "std": _finite(dict(zip(keys, std.tolist(), strict=True))),
+            "per_fold": {str(fold): _finite(values) for fold, values in per_fold.items()},
+            "data": first["data"],
+            "backbone": cfg.backbone.name,
+            "fold": folds,
+        }
+        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+        log.info("cross-validated %s over folds %s: %.4f", cfg.monitor, folds, metrics.get(cfg.monitor, np.nan))
+    return metrics
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: undefined metrics are written as null."""
+    return {key: (value if np.isfinite(value) else None) for key, value in metrics.items()}

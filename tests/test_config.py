@@ -9,6 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
+from melanoma_lit.cli import unknown_key_hint
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 GROUPS = ["backbone", "data", "augment", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -72,8 +73,17 @@ def test_unknown_backbone_names_the_valid_choices() -> None:
     assert len(result.stderr.splitlines()) < 20
 
 
-def test_typo_in_a_key_is_rejected_briefly() -> None:
-    result = _cli("optimizer.learning_rate=0.1", "--cfg", "job")
+def test_typo_in_a_key_is_rejected_briefly_with_the_keys_that_exist() -> None:
+    result = _cli("optimizer.learning_rat=0.1", "--cfg", "job")
     assert result.returncode != 0
-    assert "learning_rate" in result.stderr and "optimizer" in result.stderr
+    assert "Unknown key optimizer.learning_rat:" in result.stderr
+    assert "optimizer has: name, lr, weight_decay" in result.stderr
     assert len(result.stderr.splitlines()) < 20
+
+
+def test_key_hints_follow_the_chosen_groups_and_suggest_close_names() -> None:
+    hint = unknown_key_hint("train", ["experiment=isic2018_task3", "model.loss.pos_weigt=true", "data.fold=1"])
+    assert hint is not None and hint.startswith("Unknown key model.loss.pos_weigt: did you mean model.loss.pos_weight?")
+    assert len(hint.splitlines()) == 1  # data.fold exists: no hint for it
+    assert unknown_key_hint("train", ["backbone=resnet152", "optimizer.lr=0.1", "+extra.key=1"]) is None
+    assert unknown_key_hint("train", ["backbone=resnet152,resnet18", "optimizer.lrr=0.1"]) is None  # a sweep

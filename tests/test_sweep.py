@@ -169,10 +169,10 @@ def test_optuna_search_space_and_direction(mode: str, direction: str) -> None:
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
 
 
-def test_optuna_smoke_three_trials(tmp_path, cache_dir) -> None:
+def test_optuna_smoke_three_trials_each_cross_validated_on_two_folds(tmp_path, cache_dir) -> None:
     sweep_dir = tmp_path / "study"
     result = run_train(
-        ["hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep_dir}", *TINY],
+        ["hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep_dir}", "data.fold=[0,1]", *TINY],
         cache_dir,
         tmp_path,
     )
@@ -180,6 +180,10 @@ def test_optuna_smoke_three_trials(tmp_path, cache_dir) -> None:
     records = job_records(sweep_dir)
     values = [r["return_value"] for r in records]
     assert len(records) == 3 and all(0.0 <= v <= 1.0 for v in values)
+    for record in records:  # each trial's objective is the mean of its folds' monitored metric
+        trial = sweep_dir / str(record["job_num"])
+        folds = [json.loads((trial / f"fold{k}" / "metrics.json").read_text())["metrics"] for k in (0, 1)]
+        assert record["return_value"] == pytest.approx(sum(f["val/auc_macro"] for f in folds) / 2, abs=1e-12)
     best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert best["best_value"] == max(values)  # the monitored metric each trial returned, maximised
     report = json.loads((sweep_dir / "report" / "report.json").read_text())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
-from melanoma_lit.training import train
+from melanoma_lit.training import cross_validate, train
 from tests.conftest import SMALL_SYNTHETIC
 
 # The three large backbones cost ~20 s each on 2 CPU cores: they run in `make test-full`.
@@ -43,6 +43,26 @@ def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
     assert list(predictions.columns[: 1 + len(ISIC_CLASSES)]) == ["image", *ISIC_CLASSES]
     assert 0 < len(predictions) <= summary["data"]["val"] and predictions["image"].is_unique
     assert predictions[list(ISIC_CLASSES)].stack().between(0, 1).all()
+
+
+def test_a_list_of_folds_cross_validates_inside_one_job(compose_train, tmp_path) -> None:
+    cfg = compose_train(
+        "debug=limit", "backbone.input_size=32", "data.num_folds=3", "data.fold=[0,2]", *SMALL_SYNTHETIC
+    )
+    mean = cross_validate(cfg)
+    run = tmp_path / "run"
+    folds = {k: json.loads((run / f"fold{k}" / "metrics.json").read_text()) for k in (0, 2)}
+    assert [summary["fold"] for summary in folds.values()] == [0, 2]
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["fold"] == [0, 2] and set(summary["per_fold"]) == {"0", "2"}
+    for key in ("val/auc_macro", "val/balanced_accuracy"):
+        values = [folds[k]["metrics"][key] for k in (0, 2)]
+        assert mean[key] == pytest.approx(sum(values) / 2) and summary["metrics"][key] == pytest.approx(mean[key])
+        assert summary["std"][key] == pytest.approx(abs(values[0] - values[1]) / 2)
+    out_of_fold = pd.read_csv(run / "val_predictions.csv")
+    parts = [pd.read_csv(run / f"fold{k}" / "val_predictions.csv") for k in (0, 2)]
+    assert out_of_fold["image"].is_unique and len(out_of_fold) == sum(len(part) for part in parts)
+    assert sorted(out_of_fold["fold"].unique()) == [0, 2]
 
 
 def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:

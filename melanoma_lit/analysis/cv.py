@@ -95,9 +95,13 @@ def fold_check(groups: dict[str, list[Job]]) -> dict[str, object]:
     if len(files) == 1 and Path(files[0]).exists():
         fold_of = pd.read_csv(files[0], dtype={"image_id": str}).set_index("image_id")["fold"]
         result["matches_file"] = all(
-            set(fold_of.reindex(list(images[job.num])).tolist()) <= {job.fold} for job in completed
+            set(fold_of.reindex(list(images[job.num])).tolist()) <= _folds_of(job) for job in completed
         )
     return result
+
+
+def _folds_of(job: Job) -> set[object]:
+    return set(job.fold) if isinstance(job.fold, tuple) else {job.fold}
 
 
 def _validated(job: Job) -> list[str]:

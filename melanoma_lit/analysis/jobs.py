@@ -40,7 +40,7 @@ class Job:
     cwd: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     backbone: str | None = None
-    fold: int | str | None = None
+    fold: int | str | tuple[int, ...] | None = None  # a tuple: the job cross-validated these folds
     folds_file: str | None = None
     error: str | None = None
     traceback: str | None = None
@@ -151,7 +151,7 @@ def read_job(job_dir: Path, num: int) -> Job:
         job.status = COMPLETED
         job.metrics = {key: math.nan if value is None else float(value) for key, value in summary["metrics"].items()}
         job.backbone = summary.get("backbone", job.backbone)
-        job.fold = summary.get("fold", job.fold)
+        job.fold = _fold(summary.get("fold", job.fold))
         folds_file = (summary.get("data") or {}).get("folds_file")
         job.folds_file = str(cwd / folds_file) if folds_file else None  # stored relative to where the job ran
     elif record.get("status") == "failed":
@@ -187,9 +187,12 @@ def _job_dirs(sweep_dir: Path) -> list[tuple[Path, int]]:
     return found
 
 
-def _fold(value: Any) -> int | str | None:
-    if value is None:
-        return None
+def _fold(value: Any) -> int | str | tuple[int, ...] | None:
+    """A fold number, ``all`` / ``official``, or the folds a cross-validating job trained (a tuple)."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, list):
+        return tuple(value)
     text = str(value)
     return int(text) if text.lstrip("-").isdigit() else text
 
