@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -64,6 +64,12 @@ class SignalCheckpoint(Callback):
             self.received = signal.SIGTERM
         if self.received is None:
             return
+        # ModelCheckpoint's next last.ckpt, after the resume, then replaces this one instead of going beside it
+        # as last-v1.ckpt
+        folder = str(self.path.parent)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath == folder:
+                callback.last_model_path = str(self.path)
         trainer.save_checkpoint(self.path)
         log.warning(
             "%s: saved %s at epoch %d, step %d. Resume with ckpt_path=last hydra.run.dir=%s",

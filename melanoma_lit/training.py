@@ -83,17 +83,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     one is left as it is and its metrics returned.
     """
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last" and (finished := finished_metrics(output_dir)) is not None:
-        log.info("%s already finished (%s): nothing to do", output_dir, METRICS_FILE)
+    if (finished := _already_finished(cfg, output_dir)) is not None:
         return finished
     checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-    resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, ckpt_path)
+    resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:  # DDP runs this function once per process: one records the config
-        OmegaConf.save(cfg, config_path(output_dir), resolve=True)
+    _save_config(cfg, output_dir)
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -142,6 +138,8 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     ``val_predictions.csv`` holds the out-of-fold predictions of every fold together.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if (finished := _already_finished(cfg, output_dir)) is not None:
+        return finished
     folds = list(cfg.data.fold)
     per_fold: dict[int, dict[str, float]] = {}
     for fold in folds:
@@ -150,7 +148,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         fold_cfg.data.fold = fold
         log.info("cross-validation: fold %s of %s", fold, folds)
         per_fold[fold] = train(fold_cfg)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    _save_config(cfg, output_dir)
     fold_dirs = [output_dir / f"fold{fold}" for fold in folds]
     predictions = [d / "val_predictions.csv" for d in fold_dirs if (d / "val_predictions.csv").exists()]
     if predictions:
@@ -177,6 +175,21 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
         log.info("cross-validated %s over folds %s: %.4f", cfg.monitor, folds, metrics.get(cfg.monitor, np.nan))
     return metrics
+
+
+def _already_finished(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
+    """With ``ckpt_path=last``, the metrics of the run that finished in ``output_dir``: it is left as it is."""
+    finished = finished_metrics(output_dir) if cfg.get("ckpt_path") == "last" else None
+    if finished is not None:
+        log.info("%s already finished (%s): nothing to do", output_dir, METRICS_FILE)
+    return finished
+
+
+def _save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """This start's resolved config: config.yaml, or config.resume-<n>.yaml beside the first start's."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # DDP runs the job once per process: one records it
+        OmegaConf.save(cfg, config_path(output_dir), resolve=True)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:

@@ -180,7 +180,8 @@ def test_num_folds_beyond_a_class_warns_with_the_fix_and_beyond_all_groups_fails
     own_cache = f"paths.cache_dir={tmp_path / 'cache'}"  # folds are written (and checked) once per cache
     with caplog.at_level(logging.WARNING):
         build_splits(_spec(compose_train, synthetic_copy, own_cache))
-    assert "fewer groups than the 5 folds" in caplog.text and "Lower data.num_folds to 3 to have every class" in caplog.text
+    assert "fewer groups than the 5 folds" in caplog.text
+    assert "Lower data.num_folds to 3 to have every class" in caplog.text
     with pytest.raises(ConfigError, match=r"data\.num_folds=97 but the table has only \d+ lesion/patient groups"):
         build_splits(_spec(compose_train, synthetic_copy, own_cache, "data.num_folds=97"))
 

@@ -29,7 +29,7 @@ from omegaconf import open_dict
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.rundir import METRICS_FILE, finished_metrics, resolve_resume
 from melanoma_lit.sweep import JOB_RECORD
-from melanoma_lit.training import build_datamodule, train
+from melanoma_lit.training import build_datamodule, cross_validate, train
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 
@@ -59,13 +59,14 @@ def one_thread():
 
 
 class SignalAt(pl.Callback):
-    """Sends ``signum`` to this process once ``step`` optimizer steps are done, as a scheduler would."""
+    """Sends ``signum`` to this process once ``step`` optimizer steps are done, as a scheduler would (only in the
+    run writing to ``run_dir`` when given)."""
 
-    def __init__(self, signum: int, step: int) -> None:
-        self.signum, self.step = signum, step
+    def __init__(self, signum: int, step: int, run_dir: str | None = None) -> None:
+        self.signum, self.step, self.run_dir = signum, step, run_dir
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.run_dir in (None, trainer.default_root_dir):
             os.kill(os.getpid(), self.signum)
 
 
@@ -143,6 +144,26 @@ def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_requeued_run_finishes(com
     assert _epochs_ended(run) == list(range(EPOCHS))
     assert finished_metrics(run) == pytest.approx(metrics, nan_ok=True)
     assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
+
+
+def test_a_cross_validation_job_resumes_in_the_fold_it_was_stopped_in(compose_train, tmp_path) -> None:
+    run = tmp_path / "run"
+    cfg = compose_train(*FAST, "trainer.max_epochs=1", "data.fold=[0,1]", "ckpt_path=last")
+    with open_dict(cfg):
+        target = f"{__name__}.SignalAt"
+        cfg.callbacks.signal_at = {"_target_": target, "signum": signal.SIGTERM, "step": 2, "run_dir": f"{run}/fold1"}
+    with pytest.raises(SystemExit):
+        cross_validate(cfg)
+    first_fold = _snapshot(run / "fold0")
+    assert (run / "fold0" / METRICS_FILE).exists() and not (run / "fold1" / METRICS_FILE).exists()
+
+    mean = cross_validate(cfg)  # the requeued job
+
+    assert _snapshot(run / "fold0") == first_fold  # the finished fold is not trained or written again
+    assert _checkpoint_step(run / "fold1" / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH
+    assert not list(run.rglob("last-v*.ckpt"))  # the next last.ckpt replaced the one the signal wrote
+    assert set(json.loads((run / METRICS_FILE).read_text())["per_fold"]) == {"0", "1"}
+    assert cross_validate(cfg) == pytest.approx(mean, nan_ok=True)  # once finished, a rerun only reads
 
 
 @pytest.mark.slow
