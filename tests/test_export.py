@@ -23,7 +23,6 @@ from tests.conftest import REPO_ROOT
 TOLERANCE = 1e-4
 
 
-
 def _sample_batch(model: LesionClassifier, images: list[str]) -> torch.Tensor:
     """Real images through the evaluation transform: what a deployment would feed."""
     dataset = ImageFiles(images, model.preprocessing)
@@ -84,6 +83,14 @@ def test_export_refuses_an_ensemble_and_unknown_formats(tiny_run, tmp_path) -> N
         shutil.copytree(tiny_run / "checkpoints", tmp_path / "multirun" / fold / "checkpoints")
     with pytest.raises(ConfigError, match="names 2 checkpoints; export takes one"):
         export_checkpoint(tmp_path / "multirun", "onnx", tmp_path / "out")
+
+
+@pytest.mark.parametrize("existing", ["model.onnx", "preprocessing.json"])
+def test_export_never_overwrites_an_earlier_export(tmp_path, existing: str) -> None:
+    (tmp_path / existing).write_text("an earlier export")
+    with pytest.raises(ConfigError, match=rf"{existing} already exists: export never overwrites"):
+        export_checkpoint(tmp_path / "no checkpoint needed to refuse", "onnx", tmp_path)
+    assert (tmp_path / existing).read_text() == "an earlier export"
 
 
 @pytest.mark.slow  # 40-130 s each on 2 CPU cores
