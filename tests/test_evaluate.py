@@ -34,7 +34,6 @@ from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 ISIC2017_TRUTH = "isic2017/ISIC-2017_Test_v2_Part3_GroundTruth.csv"
 
 
-
 def _official_2017_scores(shared_data: Path, predictions_csv: Path) -> pd.DataFrame:
     """isic-challenge-scoring 5.6 on the ISIC 2017 Part 3 files, whose id column is image_id, not image."""
     truth = pd.read_csv(shared_data / ISIC2017_TRUTH).rename(columns={"image_id": "image"}).set_index("image")
