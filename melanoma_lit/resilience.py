@@ -148,16 +148,15 @@ def exit_code(callbacks: Sequence[Callback]) -> int:
 
 
 @rank_zero_only  # the one process whose loggers write (under DDP the others would race for the file)
-def keep_csv_history(loggers: Sequence[Logger], checkpoint: str | Path) -> int:
+def keep_csv_history(loggers: Sequence[Logger], checkpoint: str | Path) -> None:
     """Carry the rows the interrupted run logged up to ``checkpoint`` into a resumed run's CSV loggers,
-    which would otherwise start their metrics.csv afresh. Returns the number of rows kept per logger.
+    which would otherwise start their metrics.csv afresh.
 
     Lightning's CSV writer deletes metrics.csv when it starts, so the old file is first moved aside to
     ``metrics.csv.before-resume`` and removed only once its rows are written again: a kill in between
     leaves it for the next resume to read.
     """
     step = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"]
-    kept = 0
     for logger in loggers:
         if not isinstance(logger, CSVLogger):
             continue
@@ -175,8 +174,6 @@ def keep_csv_history(loggers: Sequence[Logger], checkpoint: str | Path) -> int:
             writer.log_metrics(values, step=int(float(row["step"])))
         logger.save()
         aside.unlink()
-        kept = len(rows)
-    return kept
 
 
 def _number(text: str) -> float | int:

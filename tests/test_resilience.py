@@ -25,8 +25,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
+from pytorch_lightning.loggers import CSVLogger
 
 from melanoma_lit.errors import ConfigError, DataError
+from melanoma_lit.resilience import keep_csv_history
 from melanoma_lit.rundir import METRICS_FILE, finished_metrics, resolve_resume
 from melanoma_lit.sweep import JOB_RECORD
 from melanoma_lit.training import build_datamodule, cross_validate, train
@@ -288,6 +290,17 @@ def test_ckpt_path_last_takes_the_newest_readable_checkpoint_and_deletes_nothing
     with pytest.raises(ConfigError, match=r"ckpt_path=.*absent\.ckpt: file not found"):
         resolve_resume(tmp_path / "elsewhere", checkpoints, str(tmp_path / "absent.ckpt"))
     assert sorted(path.name for path in tmp_path.rglob("*.ckpt")) == ["hpc_ckpt_1.ckpt", "last-v1.ckpt", "last.ckpt"]
+
+
+def test_the_csv_history_survives_a_kill_while_a_resume_rewrites_it(tmp_path) -> None:
+    """Lightning's CSV writer deletes metrics.csv as it starts; the rows wait beside it until written again."""
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    folder = Path(logger.log_dir)
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv.before-resume").write_text("epoch,step,train/loss_epoch\n0,3,0.5\n1,7,0.25\n")
+    keep_csv_history([logger], _checkpoint(tmp_path / "last.ckpt", step=4))
+    assert pd.read_csv(folder / "metrics.csv").to_dict("records") == [{"epoch": 0, "step": 3, "train/loss_epoch": 0.5}]
+    assert not (folder / "metrics.csv.before-resume").exists()
 
 
 # ------------------------------------------------------------------------------------- determinism
