@@ -70,7 +70,8 @@ def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifi
     )
 
 
-def _instantiate_all(section: DictConfig | None) -> list[Any]:
+def instantiate_all(section: DictConfig | None) -> list[Any]:
+    """Every entry with a ``_target_`` of a config section (callbacks, loggers); null entries are switched off."""
     if not section:
         return []
     return [hydra.utils.instantiate(item) for item in section.values() if item is not None and "_target_" in item]
@@ -97,10 +98,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("data: %s", datamodule.summary())
     model = build_model(cfg, datamodule)
 
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = instantiate_all(cfg.get("callbacks"))
     if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
         callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
-    loggers = _instantiate_all(cfg.get("logger"))
+    loggers = instantiate_all(cfg.get("logger"))
     if resume_from:
         keep_csv_history(loggers, resume_from)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
