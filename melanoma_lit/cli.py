@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma_lit.errors import MelanomaLitError
+from melanoma_lit.errors import MelanomaLitError, user_message
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -35,8 +35,9 @@ def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
         except MelanomaLitError as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
-            logging.getLogger("melanoma_lit").error("%s", error)
-            print(f"\nError: {error}\n", file=sys.stderr)
+            message = user_message(error)
+            logging.getLogger("melanoma_lit").error("%s", message)
+            print(f"\nError: {message}\n", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

@@ -13,3 +13,17 @@ class DataError(MelanomaLitError):
 
 class ConfigError(MelanomaLitError):
     """A configuration value that cannot work."""
+
+
+def user_message(error: MelanomaLitError) -> str:
+    """The error's own paragraph, also when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception as the same type whose message is the worker's whole
+    traceback; the paragraph the user needs is what follows the last ``<module>.<type>: ``.
+    """
+    text = str(error)
+    if not text.startswith("Caught ") or "Traceback" not in text:
+        return text
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    where = text.rfind(marker)
+    return text[where + len(marker) :].strip() if where >= 0 else text

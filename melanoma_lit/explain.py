@@ -39,17 +39,22 @@ def input_images(images: Sequence[str], folder: str | None) -> list[Path]:
 def main(cfg: DictConfig) -> None:
     import torch
 
-    from melanoma_lit.models.gradcam import write_explanations
+    from melanoma_lit.models.gradcam import GRADCAM_TABLE, write_explanations
     from melanoma_lit.module import LesionClassifier
 
+    out = Path(cfg.out)
+    if (out / GRADCAM_TABLE).exists():
+        raise ConfigError(
+            f"{out} already holds Grad-CAM overlays ({GRADCAM_TABLE}): explain never overwrites them. Give another "
+            "out=<folder>, or move them away."
+        )
     paths = input_images(list(cfg.images), cfg.input)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     model = LesionClassifier.from_checkpoint(cfg.ckpt, map_location=device).eval()
     classes = cfg["class"]
     classes = list(classes) if isinstance(classes, ListConfig) else [classes] if classes else None
-    out = Path(cfg.out)
     rows = write_explanations(model, paths, out, classes, cfg.method, cfg.layer, cfg.batch_size)
-    log.info("%d Grad-CAM overlays of %d images in %s (listed in gradcam.csv)", len(rows), len(paths), out)
+    log.info("%d Grad-CAM overlays of %d images in %s (listed in %s)", len(rows), len(paths), out, GRADCAM_TABLE)
 
 
 if __name__ == "__main__":

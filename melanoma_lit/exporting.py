@@ -64,6 +64,14 @@ def export_checkpoint(
     exported model's outputs to the checkpoint's on random images and fail above ``tolerance``."""
     if fmt not in MODEL_FILES:
         raise ConfigError(f"format={fmt}: choose one of {', '.join(MODEL_FILES)}.")
+    output_dir = Path(output_dir)
+    model_path, preprocessing_path = output_dir / MODEL_FILES[fmt], output_dir / "preprocessing.json"
+    earlier = [path for path in (model_path, preprocessing_path) if path.exists()]
+    if earlier:
+        raise ConfigError(
+            f"{earlier[0]} already exists: export never overwrites an earlier export. Give another output_dir=, "
+            "or move those files away."
+        )
     checkpoints = resolve_checkpoints(ckpt)
     if len(checkpoints) != 1:
         raise ConfigError(
@@ -73,16 +81,13 @@ def export_checkpoint(
     model = ProbabilityModel(classifier).eval()
     height, width = classifier.preprocessing.input_size
     example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model_path = output_dir / MODEL_FILES[fmt]
     if fmt == "onnx":
         _export_onnx(model, example, model_path, opset)
     else:
         with torch.no_grad(), _quiet():
             torch.jit.save(torch.jit.trace(model, example), str(model_path))
     manifest = preprocessing_manifest(classifier, fmt, model_path.name, checkpoints[0])
-    preprocessing_path = output_dir / "preprocessing.json"
     preprocessing_path.write_text(json.dumps(manifest, indent=2))
     difference = None
     if check:

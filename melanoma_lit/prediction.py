@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from melanoma_lit.data.sources import IMAGE_SUFFIXES
 from melanoma_lit.datamodule import default_workers
-from melanoma_lit.errors import DataError
+from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.inference import (
     check_format,
     default_format,
@@ -116,6 +116,12 @@ def errors_path(output: str | Path) -> Path:
 
 def predict(cfg: DictConfig) -> Path:
     """Write one row per readable image with every class probability; returns the predictions file."""
+    earlier = [path for path in (Path(cfg.output), errors_path(cfg.output)) if path.exists()]
+    if earlier:
+        raise ConfigError(
+            f"{earlier[0]} already exists: predict never overwrites earlier results. Give another output=<file.csv>, "
+            "or move that file away."
+        )
     inputs = list_inputs(cfg.input, cfg.get("image_dir"))
     models = load_models(resolve_checkpoints(cfg.ckpt), resolve_device(cfg.device))
     classes = models[0].classes

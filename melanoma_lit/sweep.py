@@ -114,8 +114,9 @@ class SweepRecorder(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _is_rank_zero():
+            path = Path(config.hydra.runtime.output_dir) / JOB_RECORD
             record = job_record(config, job_return, self._started, time.time())
-            write_json(Path(config.hydra.runtime.output_dir) / JOB_RECORD, record)
+            write_json(path, with_earlier_attempts(record, path))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.report:
@@ -170,6 +171,16 @@ def job_record(config: DictConfig, job_return: JobReturn, started: float | None,
         record["error"] = f"{type(value).__name__}: {value}"
         record["traceback"] = "".join(traceback.format_exception(value))
     return record
+
+
+def with_earlier_attempts(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``record`` with the earlier records of ``path`` under ``attempts``: a requeued or resumed job (ckpt_path=last)
+    starts again in its folder, and the record of a finished attempt is not to be lost."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):  # the first attempt (or an unreadable record: nothing to keep)
+        return record
+    return {**record, "attempts": [*earlier.pop("attempts", []), earlier]}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

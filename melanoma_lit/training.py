@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from melanoma_lit.data.build import DataSpec
 from melanoma_lit.data.table import known_mask, targets
@@ -24,6 +26,8 @@ from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.metrics import compute_metrics
 from melanoma_lit.models.optim import BackboneFreeze
 from melanoma_lit.module import LesionClassifier
+from melanoma_lit.resilience import exit_code, keep_csv_history
+from melanoma_lit.rundir import CHECKPOINT_DIR, METRICS_FILE, config_path, finished_metrics, resolve_resume
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +81,19 @@ def instantiate_all(section: DictConfig | None) -> list[Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics."""
+    """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics.
+
+    ``ckpt_path=last`` continues the run in ``paths.output_dir`` (see melanoma_lit.rundir); a finished
+    one is left as it is and its metrics returned.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if (finished := _already_finished(cfg, output_dir)) is not None:
+        return finished
+    checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    _save_config(cfg, output_dir)
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -93,10 +104,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_all(cfg.get("callbacks"))
     if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
         callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False
-    )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    loggers = instantiate_all(cfg.get("logger"))
+    if resume_from:
+        keep_csv_history(loggers, resume_from)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException:
+        raise SystemExit(exit_code(callbacks)) from None
 
     metrics: dict[str, float] = {}
     if len(datamodule.splits.val) and not trainer.fast_dev_run:
@@ -114,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "backbone": cfg.backbone.name,
             "fold": datamodule.spec.fold,
         }
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+        (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
 
@@ -127,6 +142,8 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     ``val_predictions.csv`` holds the out-of-fold predictions of every fold together.
     """
     output_dir = Path(cfg.paths.output_dir)
+    if (finished := _already_finished(cfg, output_dir)) is not None:
+        return finished
     folds = list(cfg.data.fold)
     per_fold: dict[int, dict[str, float]] = {}
     for fold in folds:
@@ -135,7 +152,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         fold_cfg.data.fold = fold
         log.info("cross-validation: fold %s of %s", fold, folds)
         per_fold[fold] = train(fold_cfg)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    _save_config(cfg, output_dir)
     fold_dirs = [output_dir / f"fold{fold}" for fold in folds]
     predictions = [d / "val_predictions.csv" for d in fold_dirs if (d / "val_predictions.csv").exists()]
     if predictions:
@@ -162,6 +179,21 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
         log.info("cross-validated %s over folds %s: %.4f", cfg.monitor, folds, metrics.get(cfg.monitor, np.nan))
     return metrics
+
+
+def _already_finished(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
+    """With ``ckpt_path=last``, the metrics of the run that finished in ``output_dir``: it is left as it is."""
+    finished = finished_metrics(output_dir) if cfg.get("ckpt_path") == "last" else None
+    if finished is not None:
+        log.info("%s already finished (%s): nothing to do", output_dir, METRICS_FILE)
+    return finished
+
+
+def _save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """This start's resolved config: config.yaml, or config.resume-<n>.yaml beside the first start's."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # DDP runs the job once per process: one records it
+        OmegaConf.save(cfg, config_path(output_dir), resolve=True)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:

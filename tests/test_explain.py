@@ -216,3 +216,10 @@ def test_explain_command_writes_overlays_for_a_folder(tmp_path: Path) -> None:
         with Image.open(png) as image:
             assert image.size == (64, 64)
     assert (tmp_path / "outputs" / "explain").is_dir()  # Hydra's run folder, where out= defaults to
+
+    before = {png.name: png.read_bytes() for png in (tmp_path / "cams").iterdir()}
+    again = subprocess.run(
+        [*command, f"out={tmp_path / 'cams'}"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "already holds Grad-CAM overlays (gradcam.csv)" in again.stderr
+    assert {png.name: png.read_bytes() for png in (tmp_path / "cams").iterdir()} == before

@@ -85,6 +85,14 @@ def test_export_refuses_an_ensemble_and_unknown_formats(tiny_run, tmp_path) -> N
         export_checkpoint(tmp_path / "multirun", "onnx", tmp_path / "out")
 
 
+@pytest.mark.parametrize("existing", ["model.onnx", "preprocessing.json"])
+def test_export_never_overwrites_an_earlier_export(tmp_path, existing: str) -> None:
+    (tmp_path / existing).write_text("an earlier export")
+    with pytest.raises(ConfigError, match=rf"{existing} already exists: export never overwrites"):
+        export_checkpoint(tmp_path / "no checkpoint needed to refuse", "onnx", tmp_path)
+    assert (tmp_path / existing).read_text() == "an earlier export"
+
+
 @pytest.mark.slow  # 40-130 s each on 2 CPU cores
 @pytest.mark.parametrize("backbone", ["inception_v3", "densenet201", "resnet152", "inception_resnet_v2"])
 def test_every_backbone_exports_to_onnx_with_parity(backbone, cache_dir, synthetic_images, tmp_path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ from PIL import Image
 
 from melanoma_lit.data.images import load_rgb
 from melanoma_lit.errors import DataError
+from tests.conftest import REPO_ROOT
 
 
 def _save(image: Image.Image, path: Path, **kwargs) -> Path:
@@ -42,12 +47,40 @@ def test_exif_rotation_is_applied(tmp_path: Path) -> None:
     assert load_rgb(path).shape == (40, 20, 3)
 
 
-def test_huge_original_decodes_reduced(tmp_path: Path) -> None:
-    """A 6688x4439 ISIC 2017 original decodes at a fraction of its size when a small side suffices."""
-    path = _save(Image.new("RGB", (6688, 4439), (120, 80, 60)), tmp_path / "huge.jpg", quality=50)
-    array = load_rgb(path, min_side=300)
-    assert 300 <= min(array.shape[:2]) < 1200
-    assert array.shape[1] / array.shape[0] == pytest.approx(6688 / 4439, rel=0.01)
+@pytest.fixture(scope="module")
+def huge_original(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JPEG the size of the largest ISIC 2017 originals, 6688x4439 (89 MB decoded)."""
+    image = Image.new("RGB", (6688, 4439), (120, 80, 60))
+    return _save(image, tmp_path_factory.mktemp("huge") / "huge.jpg", quality=50)
+
+
+def test_huge_original_decodes_reduced(huge_original: Path) -> None:
+    """A 6688x4439 ISIC 2017 original decodes at 1/8 scale when a 300 px shorter side suffices."""
+    assert load_rgb(huge_original, min_side=300).shape == (555, 836, 3)
+    assert load_rgb(huge_original, min_side=556).shape == (1110, 1672, 3)  # 1/8 would be too small: 1/4
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is read from Linux's /proc")
+def test_huge_original_decodes_within_a_few_megabytes(huge_original: Path) -> None:
+    """Peak resident memory of each decode, in a fresh process: a loader worker with a batch of originals stays
+    small, where a full decode costs hundreds of megabytes."""
+    script = textwrap.dedent(
+        f"""
+        from melanoma_lit.data.images import load_rgb
+        def kib(key):
+            return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
+        for side in (300, None):
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")  # the peak (VmHWM) starts again from the current size
+            before = kib("VmRSS")
+            load_rgb({str(huge_original)!r}, min_side=side)
+            print(kib("VmHWM") - before)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    reduced_kib, full_kib = map(int, result.stdout.split())
+    assert reduced_kib < 16 * 1024 < 85 * 1024 < full_kib, (reduced_kib, full_kib)
 
 
 @pytest.mark.parametrize(

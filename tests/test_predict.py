@@ -16,7 +16,7 @@ from PIL import Image
 from melanoma_lit.data.images import load_rgb
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.data.transforms import eval_transform
-from melanoma_lit.errors import DataError
+from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.module import LesionClassifier
 from melanoma_lit.prediction import errors_path, list_inputs, predict
 from tests.conftest import REPO_ROOT
@@ -137,3 +137,13 @@ def test_csv_columns_define_ids_and_paths(tmp_path: Path) -> None:
     (tmp_path / "nothing").mkdir()
     with pytest.raises(DataError, match="no image files"):
         list_inputs(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("name", ["predictions.csv", "predictions.errors.csv"])
+def test_earlier_predictions_are_never_overwritten(compose_config, tmp_path: Path, name: str) -> None:
+    earlier = tmp_path / name
+    earlier.write_text("image,MEL\nISIC_0000000,0.25\n")
+    cfg = compose_config("predict", "ckpt=unused.ckpt", f"input={tmp_path}", f"output={tmp_path / 'predictions.csv'}")
+    with pytest.raises(ConfigError, match=rf"{name} already exists: predict never overwrites earlier results"):
+        predict(cfg)
+    assert earlier.read_text() == "image,MEL\nISIC_0000000,0.25\n"

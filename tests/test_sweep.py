@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from melanoma_lit.data.build import DataSpec, prepare_sources
-from melanoma_lit.sweep import JOB_RECORD, claim_slot
+from melanoma_lit.sweep import JOB_RECORD, claim_slot, with_earlier_attempts, write_json
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 # A training job of a few seconds: 2 training batches of 8 images at 32 px, every validation image predicted.
@@ -71,6 +71,17 @@ def test_claimed_slots_are_distinct_and_a_third_process_queues(tmp_path) -> None
     assert results.get(timeout=60) in (0, 1)  # and gets the slot a finished process gave back
     for process in holders:
         process.join(timeout=30)
+
+
+def test_a_job_started_again_in_its_folder_keeps_the_records_of_earlier_attempts(tmp_path) -> None:
+    """A requeued or resumed job (ckpt_path=last) writes job.json again; no earlier record is lost."""
+    path = tmp_path / JOB_RECORD
+    for attempt in ({"status": "failed", "seconds": 3.0}, {"status": "completed", "seconds": 9.0}):
+        write_json(path, with_earlier_attempts(attempt, path))
+    record = json.loads(path.read_text())
+    assert record["status"] == "completed" and record["attempts"] == [{"status": "failed", "seconds": 3.0}]
+    write_json(path, with_earlier_attempts({"status": "completed", "seconds": 0.5}, path))
+    assert [earlier["seconds"] for earlier in json.loads(path.read_text())["attempts"]] == [3.0, 9.0]
 
 
 def test_gpus_launcher_runs_jobs_in_parallel_each_on_its_own_device(tmp_path, cache_dir, compose_train) -> None:

@@ -56,6 +56,17 @@ class DataSpec:
     cache_dir: str = ".cache/melanoma_lit"
     synthetic: SyntheticSpec | None = None
 
+    def __post_init__(self) -> None:
+        # checked before any data is read, so a typo in a sweep fails at once
+        if self.fold in ("all", "official"):
+            return
+        if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < self.num_folds:
+            raise ConfigError(
+                f"data.fold={self.fold!r} with data.num_folds={self.num_folds}: folds are numbered "
+                f"0..{self.num_folds - 1}. Pick one of them, 'all' (train on everything, no validation) or "
+                "'official' (the source's own train/val split), or raise data.num_folds."
+            )
+
     @classmethod
     def from_config(cls, config: Any) -> DataSpec:
         values = dict(config)  # loader and model-facing keys of conf/data are not the spec's business

@@ -74,10 +74,14 @@ def _assign(table: pd.DataFrame, groups: pd.Series, num_folds: int, seed: int, c
     groups_per_class = groups.groupby(labels).nunique()
     scarce = groups_per_class[groups_per_class < num_folds]
     if len(scarce):
+        fewest = int(scarce.min())
+        fix = f"Lower data.num_folds to {fewest} to have every class in every fold, or add" if fewest >= 2 else "Add"
         log.warning(
-            "classes with fewer groups than the %d folds, so some validation folds lack them: %s",
+            "classes with fewer groups than the %d folds, so some validation folds lack them and have no AUC for "
+            "them: %s. %s images of those classes.",
             num_folds,
             scarce.to_dict(),
+            fix,
         )
     strata = labels.to_numpy()
     if (labels.value_counts() < num_folds).all():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,12 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
         with Image.open(path) as image:
             if min_side and image.format == "JPEG":
                 width, height = image.size
-                scale = max(min_side / min(width, height), 1 / 8)
-                if scale < 1:
-                    image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
-            image = ImageOps.exif_transpose(image)
+                # libjpeg decodes at 1/2, 1/4 or 1/8 (sides rounded up); PIL picks the largest reduction r with
+                # size // request >= r, so the request is the reduced size rounded down
+                fits = [r for r in (8, 4, 2) if math.ceil(min(width, height) / r) >= min_side]
+                if fits:
+                    image.draft("RGB", (width // fits[0], height // fits[0]))
+            ImageOps.exif_transpose(image, in_place=True)  # a copy only where the image is rotated
             return _to_rgb_array(image)
     except FileNotFoundError as error:
         raise DataError(
@@ -50,4 +53,4 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         image = background
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)

@@ -62,17 +62,24 @@ def _priority(sources: pd.Series, position: int, n_tables: int) -> pd.Series:
     return rank * (n_tables + 1) + position
 
 
-def _check_table(table: pd.DataFrame, classes: Sequence[str], position: int) -> None:
-    extra = sorted({c.removeprefix("known_") for c in table.columns if c.startswith("known_")} - set(classes))
+def _checked(table: pd.DataFrame, classes: Sequence[str], position: int) -> pd.DataFrame:
+    """``table`` normalised (data.table), once it is one the merge can combine."""
+    extra = sorted({str(c).removeprefix("known_") for c in table.columns if str(c).startswith("known_")} - set(classes))
+    part = normalise_table(table, classes)
+    where = f"table {position} ({', '.join(part['source'].unique()[:3])})"
     if extra:
         raise DataError(
-            f"table {position} ({', '.join(table['source'].unique()[:3])}) has classes {extra} "
-            f"outside {list(classes)}. "
+            f"{where} has classes {extra} outside {list(classes)}. "
             "Read every source with the same class list, or map its folders onto it (read_folder mapping)."
         )
-    bad_splits = sorted(set(table["split"]) - set(_SPLIT_RANK))
+    bad_splits = sorted(set(part["split"]) - set(_SPLIT_RANK))
     if bad_splits:
-        raise DataError(f"table {position}: split values {bad_splits}; use one of {list(_SPLIT_RANK)}.")
+        raise DataError(f"{where}: split values {bad_splits}; use one of {list(_SPLIT_RANK)}.")
+    blank = part["image_id"].str.strip() == ""
+    if blank.any():
+        raise DataError(f"{where}: {blank.sum()} rows have no image_id. Every row must name its image.")
+    check_unique_ids(part, where)
+    return part
 
 
 def _existing(paths: pd.Series) -> pd.Series:
@@ -116,9 +123,7 @@ def merge_sources(
         raise ConfigError("merge_sources: no tables to merge; configure at least one data source.")
     parts = []
     for position, table in enumerate(tables):
-        _check_table(table, classes, position)
-        part = normalise_table(table, classes)
-        check_unique_ids(part, f"table {position} ({', '.join(part['source'].unique()[:3])})")
+        part = _checked(table, classes, position)
         part["_priority"] = _priority(part["source"], position, len(tables))
         parts.append(part)
     stacked = pd.concat(parts, ignore_index=True)

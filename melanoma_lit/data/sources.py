@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -28,19 +29,104 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 DUPLICATES_DROPPED = "duplicates_dropped"
 _ID_SUFFIX = re.compile(r"(_downsampled|\s*\(\d+\))$")
 _ISIC_ID = r"ISIC_\d{7}"
+_NOT_LESION_IMAGES = ("_superpixels",)  # ISIC 2017's superpixel maps sit beside the images
 
 
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+_SHOWN = 5
+
+
+def _read_csv(path: Path, required: list[str], id_column: str | None = None) -> pd.DataFrame:
+    """Every cell as text (labels are parsed by _binary_labels); with ``id_column``, each row must name a
+    distinct image."""
     if not path.exists():
         raise DataError(f"{path}: file not found. Check data.root points at the folder of the official download.")
-    frame = pd.read_csv(path)
+    try:
+        with warnings.catch_warnings():
+            # index_col=False keeps pandas from making the first column an index when the first row is longer than
+            # the header; it warns that it drops the extra cells instead, which must not pass silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig", index_col=False)
+    except pd.errors.EmptyDataError as error:
+        raise DataError(f"{path}: the file is empty. Re-download the official file.") from error
+    except pd.errors.ParserWarning as error:
+        raise DataError(
+            f"{path}: line 2 has more cells than the header has columns. Fix that row (a stray comma?) "
+            "or re-download the official file."
+        ) from error
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as error:
+        raise DataError(
+            f"{path}: not a readable CSV ({type(error).__name__}: {str(error)[:200]}). "
+            "Re-download the official file, or save it again as comma-separated UTF-8 text."
+        ) from error
+    frame.columns = [str(column).strip() for column in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; found {list(frame.columns)}. "
-            "Use the official CSV (comma-separated, with its header row)."
+        header = ",".join(frame.columns)
+        found = [name for mark, name in _DELIMITERS.items() if mark in header]
+        hint = (
+            f"The header is {found[0]}-separated: save the file comma-separated, as the official files are."
+            if found and len(frame.columns) < len(required)
+            else "Use the official CSV (comma-separated, with its header row)."
         )
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)[:20]}. {hint}")
+    if id_column is not None:
+        _check_ids(frame, id_column, path)
     return frame
+
+
+def _lines(rows: pd.Index) -> str:
+    """CSV line numbers of data rows (the header is line 1)."""
+    return ", ".join(str(row + 2) for row in rows[:_SHOWN])
+
+
+def _check_ids(frame: pd.DataFrame, column: str, path: Path) -> None:
+    ids = frame[column].str.strip()
+    blank = ids.isna() | (ids == "")
+    if blank.any():
+        raise DataError(
+            f"{path}: {blank.sum()} rows have no {column} (line(s) {_lines(frame.index[blank])}). "
+            "Fill in the image name or delete those rows."
+        )
+    repeated = ids.duplicated(keep=False)
+    if repeated.any():
+        first = ids[repeated].iloc[0]
+        rows = frame[ids == first]
+        conflict = " with different values" if len(rows.drop_duplicates()) > 1 else ""
+        raise DataError(
+            f"{path}: {ids[repeated].nunique()} image ids appear on more than one row (first: {first} on lines "
+            f"{_lines(rows.index)}{conflict}). Keep one row per image: delete the extra rows."
+        )
+
+
+def _binary_labels(frame: pd.DataFrame, columns: Sequence[str], path: Path, id_column: str) -> pd.DataFrame:
+    """Label columns as floats 0/1; anything else (text, empty, 0.5, NaN) names its file, line and image."""
+    values = frame[list(columns)].apply(lambda column: pd.to_numeric(column.str.strip(), errors="coerce"))
+    bad = ~values.isin([0, 1])
+    if bad.to_numpy().any():
+        rows = bad.index[bad.any(axis=1)]
+        row = rows[0]
+        column = bad.columns[bad.loc[row]][0]
+        raise DataError(
+            f"{path}: {len(rows)} rows have labels that are not 0 or 1 (first: line {row + 2}, image "
+            f"{frame.at[row, id_column]}, {column}={frame.at[row, column]!r}). "
+            f"Each of {list(columns)} must be 0 or 1 (1.0/0.0 too): fix those cells or delete the rows."
+        )
+    return values.astype(float)
+
+
+def _one_positive(values: pd.DataFrame, path: Path, ids: pd.Series, allow_none: bool = False) -> None:
+    """A single-label source: one 1 per row among ``values``' columns (at most one with ``allow_none``)."""
+    positives = values.sum(axis=1)
+    bad = (positives > 1) | ((positives == 0) & (not allow_none))
+    if bad.any():
+        rows = bad.index[bad]
+        what = "several classes" if positives[rows[0]] > 1 else "no class"
+        raise DataError(
+            f"{path}: {len(rows)} rows are not one-hot (first: {', '.join(ids[rows].astype(str)[:_SHOWN])}; "
+            f"line {rows[0] + 2} marks {what}). Each image has one diagnosis: exactly one 1 among "
+            f"{','.join(values.columns)}; fix those rows or use the official file."
+        )
 
 
 def _require_dir(root: str | Path) -> Path:
@@ -62,16 +148,29 @@ def canonical_image_id(names: pd.Series) -> pd.Series:
 
 
 def _image_paths(names: pd.Series, folder: Path) -> pd.Series:
-    """Absolute path of each named image in ``folder``, '' where absent (one listing, not a stat per row)."""
+    """Absolute path of each named image in ``folder``, '' where absent (one listing, not a stat per row).
+
+    Images in the folder that no row names are unused: their count and first names are logged, since a
+    half-copied or mismatched ground truth file shows up this way.
+    """
     if not folder.is_dir():
         return pd.Series("", index=names.index)
     index = {}
     with os.scandir(folder) as entries:
         for entry in entries:
             stem, suffix = os.path.splitext(entry.name)
-            if suffix.lower() in IMAGE_SUFFIXES:
+            if suffix.lower() in IMAGE_SUFFIXES and not stem.endswith(_NOT_LESION_IMAGES):
                 index[stem] = os.path.join(folder, entry.name)
-    return names.astype(str).map(index).fillna("")
+    names = names.astype(str).str.strip()
+    unlisted = sorted(set(index) - set(names))
+    if unlisted:
+        log.warning(
+            "%s: %d images have no row in the ground truth and are not used (first: %s)",
+            folder,
+            len(unlisted),
+            ", ".join(unlisted[:_SHOWN]),
+        )
+    return names.map(index).fillna("")
 
 
 def _optional(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -125,15 +224,16 @@ def read_isic2017(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
     frames = []
     for split in splits:
         name = _ISIC2017_SPLITS[split]
-        truth = _read_csv(
-            root / f"ISIC-2017_{name}_Part3_GroundTruth.csv", ["image_id", "melanoma", "seborrheic_keratosis"]
-        )
+        truth_path = root / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
+        truth = _read_csv(truth_path, ["image_id", "melanoma", "seborrheic_keratosis"], id_column="image_id")
+        values = _binary_labels(truth, ["melanoma", "seborrheic_keratosis"], truth_path, "image_id")
+        _one_positive(values, truth_path, truth["image_id"], allow_none=True)
         frame = pd.DataFrame({"image_id": canonical_image_id(truth["image_id"])})
-        label = np.select([truth["melanoma"] == 1, truth["seborrheic_keratosis"] == 1], ["MEL", "BKL"], "NV")
+        label = np.select([values["melanoma"] == 1, values["seborrheic_keratosis"] == 1], ["MEL", "BKL"], "NV")
         frame = frame.join(_one_hot(pd.Series(label, index=frame.index), ISIC_CLASSES))
         meta_path = root / f"ISIC-2017_{name}_Data_metadata.csv"
         if meta_path.exists():
-            meta = _read_csv(meta_path, ["image_id"])
+            meta = _read_csv(meta_path, ["image_id"], id_column="image_id")
             meta = pd.DataFrame(
                 {
                     "image_id": canonical_image_id(meta["image_id"]),
@@ -157,7 +257,7 @@ def _isic2018_lesions(root: Path) -> pd.DataFrame:
     parts = []
     ham = root / "HAM10000_metadata.csv"
     if ham.exists():
-        meta = _read_csv(ham, ["lesion_id", "image_id"])
+        meta = _read_csv(ham, ["lesion_id", "image_id"], id_column="image_id")
         parts.append(
             pd.DataFrame(
                 {
@@ -172,7 +272,7 @@ def _isic2018_lesions(root: Path) -> pd.DataFrame:
     for name in _ISIC2018_SPLITS.values():
         path = root / f"ISIC2018_Task3_{name}_LesionGroupings.csv"
         if path.exists():
-            groups = _read_csv(path, ["image", "lesion_id"])
+            groups = _read_csv(path, ["image", "lesion_id"], id_column="image")
             parts.append(
                 pd.DataFrame({"image_id": canonical_image_id(groups["image"]), "lesion_id": groups["lesion_id"]})
             )
@@ -197,14 +297,9 @@ def read_isic2018(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
         if split != "train" and not truth_path.exists():
             log.info("isic2018: no %s ground truth at %s; the %s split is skipped", split, truth_path, split)
             continue
-        truth = _read_csv(truth_path, ["image", *_ISIC2018_COLUMNS])
-        one_hot = truth[list(_ISIC2018_COLUMNS)].astype(float)
-        bad = truth["image"][one_hot.sum(axis=1) != 1]
-        if len(bad):
-            raise DataError(
-                f"{truth_path}: {len(bad)} rows are not one-hot (first: {', '.join(bad.astype(str)[:5])}). "
-                "Each row needs exactly one 1.0 among MEL,NV,BCC,AKIEC,BKL,DF,VASC; use the official file."
-            )
+        truth = _read_csv(truth_path, ["image", *_ISIC2018_COLUMNS], id_column="image")
+        one_hot = _binary_labels(truth, _ISIC2018_COLUMNS, truth_path, "image")
+        _one_positive(one_hot, truth_path, truth["image"])
         label = one_hot.idxmax(axis=1)
         frame = pd.DataFrame({"image_id": canonical_image_id(truth["image"])}).join(_one_hot(label, ISIC_CLASSES))
         _forget(frame, label == "AKIEC", ("AK", "SCC"))
@@ -223,17 +318,21 @@ def read_isic2019(root: str | Path) -> pd.DataFrame:
     Every row knows all eight classes (the ``UNK`` column is all zeros in the training set).
     """
     root = _require_dir(root)
-    truth = _read_csv(root / "ISIC_2019_Training_GroundTruth.csv", ["image", *ISIC_CLASSES])
-    table = pd.DataFrame({"image": truth["image"].astype(str)})
+    truth_path = root / "ISIC_2019_Training_GroundTruth.csv"
+    truth = _read_csv(truth_path, ["image", *ISIC_CLASSES], id_column="image")
+    # UNK (none of the eight) is all zeros in the training set; a row marking it knows every class negative
+    one_hot = _binary_labels(truth, [*ISIC_CLASSES, *(["UNK"] if "UNK" in truth else [])], truth_path, "image")
+    _one_positive(one_hot, truth_path, truth["image"])
+    table = pd.DataFrame({"image": truth["image"].str.strip()})
     for cls in ISIC_CLASSES:
-        table[cls] = truth[cls].astype(float)
+        table[cls] = one_hot[cls]
         table[known_column(cls)] = 1.0
     meta_path = root / "ISIC_2019_Training_Metadata.csv"
     if meta_path.exists():
-        meta = _read_csv(meta_path, ["image"])
+        meta = _read_csv(meta_path, ["image"], id_column="image")
         meta = pd.DataFrame(
             {
-                "image": meta["image"].astype(str),
+                "image": meta["image"].str.strip(),
                 "lesion_id": _optional(meta, "lesion_id"),
                 "age": _optional(meta, "age_approx"),
                 "sex": _sex(_optional(meta, "sex")),
@@ -278,10 +377,10 @@ def read_isic2020(root: str | Path, drop_duplicates: bool = True) -> pd.DataFram
     """
     root = _require_dir(root)
     truth_path = next((root / n for n in _ISIC2020_TRUTH if (root / n).exists()), root / _ISIC2020_TRUTH[0])
-    truth = _read_csv(truth_path, ["image_name", "target"])
+    truth = _read_csv(truth_path, ["image_name", "target"], id_column="image_name")
     diagnosis = _optional(truth, "diagnosis").fillna("unknown")
     mapped = diagnosis.astype(str).str.strip().str.lower().map(ISIC2020_DIAGNOSES)
-    melanoma = truth["target"].astype(int) == 1
+    melanoma = _binary_labels(truth, ["target"], truth_path, "image_name")["target"] == 1
     contradicted = mapped.notna() & ((mapped == "MEL") != melanoma)
     if contradicted.any():
         shown = ", ".join(truth["image_name"][contradicted].astype(str)[:5])

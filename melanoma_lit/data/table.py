@@ -43,16 +43,37 @@ def normalise_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
     for column in _STRING_COLUMNS:
         if column not in frame:
             frame[column] = ""
-        frame[column] = frame[column].fillna("").astype(str)
+        values = frame[column]
+        frame[column] = values.astype(str).where(values.notna(), "")  # not fillna: it would downcast mixed columns
     if "age" not in frame:
         frame["age"] = np.nan
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce").astype(float)
     for cls in classes:
-        for column in (cls, known_column(cls)):
-            if column not in frame:
-                frame[column] = 0.0
-            frame[column] = frame[column].astype(float)
+        known = _binary(frame, known_column(cls), allow_missing=False)
+        value = _binary(frame, cls, allow_missing=True)
+        unset = value.isna() & (known == 1)
+        if unset.any():
+            raise DataError(
+                f"table column {cls}: no value for image {frame['image_id'][unset].iloc[0]!r} although "
+                f"{known_column(cls)} says it is known. Give it a 0/1 value or set its mask to 0."
+            )
+        frame[known_column(cls)], frame[cls] = known, value.fillna(0.0)
     return frame[table_columns(classes)].reset_index(drop=True)
+
+
+def _binary(frame: pd.DataFrame, column: str, allow_missing: bool) -> pd.Series:
+    """A 0/1 float column (an absent column is all 0); ``allow_missing`` keeps empty cells as NaN."""
+    if column not in frame:
+        return pd.Series(0.0, index=frame.index)
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").astype(float)
+    bad = ~values.isin([0.0, 1.0]) & (raw.notna() | (not allow_missing))
+    if bad.any():
+        raise DataError(
+            f"table column {column}: value {raw[bad].iloc[0]!r} for image {frame['image_id'][bad].iloc[0]!r} "
+            "is not 0 or 1. Targets and known_ masks hold 0/1 (a class a source does not decide has mask 0)."
+        )
+    return values
 
 
 def targets(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:

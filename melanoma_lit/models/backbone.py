@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import timm
+import torch
 import torch.nn as nn
 from timm.data import resolve_data_config
 
@@ -37,6 +38,7 @@ def preprocessing_for(name: str, input_size: int | None = None) -> Preprocessing
     config = resolve_data_config({}, pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else {})
     _, height, width = config["input_size"]
     if input_size:
+        check_input_size(name, int(input_size), native=max(height, width), fixed=pretrained_cfg.fixed_input_size)
         height = width = int(input_size)
     return Preprocessing(
         input_size=(height, width),
@@ -45,6 +47,45 @@ def preprocessing_for(name: str, input_size: int | None = None) -> Preprocessing
         crop_pct=float(config["crop_pct"]),
         interpolation=str(config["interpolation"]),
     )
+
+
+def check_input_size(name: str, side: int, native: int, fixed: bool = False) -> None:
+    """Fail at configuration time, not deep inside the first batch, when a model cannot take ``side`` px."""
+    if fixed and side != native:
+        raise ConfigError(f"backbone.input_size={side}: '{name}' takes only {native}x{native} inputs; use {native}.")
+    if side >= native:
+        return
+    network = _shape_probe(name, native)
+    if network is None or _runs_at(network, side):
+        return
+    low, high = side, native  # fails at low, runs at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _runs_at(network, middle) else (middle, high)
+    raise ConfigError(
+        f"backbone.input_size={side} is too small for '{name}': its layers need at least {high}x{high} pixels "
+        f"(native size {native}). Set backbone.input_size>={high}, or null for the native size."
+    )
+
+
+@lru_cache(maxsize=8)
+def _shape_probe(name: str, native: int) -> nn.Module | None:
+    """The model on the meta device (shapes only, no memory, no weights); None where it cannot be built so."""
+    try:
+        with torch.device("meta"):
+            network = timm.create_model(name, pretrained=False, num_classes=0, global_pool="").eval()
+    except Exception:
+        return None
+    return network if _runs_at(network, native) else None
+
+
+def _runs_at(network: nn.Module, side: int) -> bool:
+    try:
+        with torch.no_grad():
+            network(torch.empty(2, 3, side, side, device="meta"))
+    except (RuntimeError, ValueError, AssertionError):
+        return False
+    return True
 
 
 def create_backbone(

@@ -30,6 +30,8 @@ from melanoma_lit.module import LesionClassifier
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
 
+GRADCAM_TABLE = "gradcam.csv"  # one row per overlay: image, class, probability, overlay file
+
 
 class _FeatureMap(nn.Module):
     """The backbone's ``forward_features`` as a module, so a hook sees exactly what the head pools."""
@@ -152,7 +154,7 @@ def write_explanations(
                         {"image": str(path), "class": name, "probability": float(probs[cls]), "overlay": target}
                     )
             progress.advance(task, len(chunk))
-    with (out_dir / "gradcam.csv").open("w", newline="") as handle:
+    with (out_dir / GRADCAM_TABLE).open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "class", "probability", "overlay"])
         writer.writeheader()
         writer.writerows({**row, "probability": f"{row['probability']:.6f}"} for row in rows)

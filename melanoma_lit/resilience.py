@@ -1,0 +1,183 @@
+"""Training that survives kills and pre-emption: a checkpoint on SIGTERM/SIGUSR1, exact resumption.
+
+A resumed run continues as the uninterrupted one would have: checkpoints carry the RNG states
+(ResumeState), and the per-epoch CSV history of the interrupted part is kept (keep_csv_history).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import random
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+
+class SignalCheckpoint(Callback):
+    """On SIGTERM or SIGUSR1 (the usual pre-emption warnings of SLURM and other schedulers): finish the
+    current batch, write ``<dirpath>/<filename>.ckpt`` and stop; ``exit_code`` is then 128 + the signal.
+
+    Lightning itself turns SIGTERM into a stop after the batch; this callback adds SIGUSR1 (unless SLURM
+    auto-requeue already handles it) and the checkpoint, named like ModelCheckpoint's last one so that
+    ``ckpt_path=last`` resumes from whichever is newer.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.received: int | None = None
+        self._previous: Any = None
+
+    @property
+    def exit_code(self) -> int:
+        """What a shell reports for a process the signal ended, so schedulers see a pre-empted job."""
+        return 128 + (self.received or signal.SIGTERM)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.received = None
+        held = signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
+        if threading.current_thread() is threading.main_thread() and not held:
+            self._previous = signal.signal(signal.SIGUSR1, self._stop)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        lightning_sigterm = signal.getsignal(signal.SIGTERM)  # Lightning's: stop after this batch
+        if callable(lightning_sigterm):
+            lightning_sigterm(signal.SIGTERM, frame)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore_handler()
+        if self.received is None and trainer.received_sigterm:
+            self.received = signal.SIGTERM
+        if self.received is None:
+            return
+        # ModelCheckpoint's next last.ckpt, after the resume, then replaces this one instead of going beside it
+        # as last-v1.ckpt
+        folder = str(self.path.parent)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath == folder:
+                callback.last_model_path = str(self.path)
+        trainer.save_checkpoint(self.path)
+        log.warning(
+            "%s: saved %s at epoch %d, step %d. Resume with ckpt_path=last hydra.run.dir=%s",
+            signal.Signals(self.received).name,
+            self.path,
+            trainer.current_epoch,
+            trainer.global_step,
+            trainer.default_root_dir,
+        )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore_handler()
+
+    def _restore_handler(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._previous)
+        self._previous = None
+
+
+class ResumeState(Callback):
+    """What a checkpoint needs beyond Lightning's own for a resumed run to continue exactly as the
+    uninterrupted one: the torch, CUDA, numpy and python RNG states (shuffling, augmentation, dropout),
+    the epoch-end learning-rate step Lightning skips when it restarts from an end-of-epoch checkpoint,
+    and loggers flushed every epoch so that their history on disk reaches the last checkpoint (Lightning
+    logs an epoch's training loss just after that epoch's checkpoint, so a kill in the instant before the
+    next epoch starts loses that one row, never the checkpoint)."""
+
+    def __init__(self) -> None:
+        self._pending_epoch_step: dict[str, float] | None = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        checkpoint["resume_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": [name, keys.tolist(), position, has_gauss, gauss],
+            "python": random.getstate(),
+            "metrics": {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1},
+        }
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        state = checkpoint.get("resume_state")
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+        random.setstate(tuple(tuple(part) if isinstance(part, list) else part for part in state["python"]))
+        epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+        # saved by ModelCheckpoint inside the epoch's end, before the epoch-interval schedulers stepped
+        self._pending_epoch_step = state["metrics"] if epochs["processed"] > epochs["completed"] else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics, self._pending_epoch_step = self._pending_epoch_step, None
+        if metrics is None:
+            return
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != "epoch":
+                continue
+            if not config.reduce_on_plateau:
+                config.scheduler.step()
+            elif config.monitor in metrics:
+                config.scheduler.step(metrics[config.monitor])
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
+def exit_code(callbacks: Sequence[Callback]) -> int:
+    """The exit status of a run a signal stopped (128 + signal, as a shell reports a killed process)."""
+    stops = [callback for callback in callbacks if isinstance(callback, SignalCheckpoint)]
+    return stops[0].exit_code if stops else 128 + signal.SIGTERM
+
+
+@rank_zero_only  # the one process whose loggers write (under DDP the others would race for the file)
+def keep_csv_history(loggers: Sequence[Logger], checkpoint: str | Path) -> None:
+    """Carry the rows the interrupted run logged up to ``checkpoint`` into a resumed run's CSV loggers,
+    which would otherwise start their metrics.csv afresh.
+
+    Lightning's CSV writer deletes metrics.csv when it starts, so the old file is first moved aside to
+    ``metrics.csv.before-resume`` and removed only once its rows are written again: a kill in between
+    leaves it for the next resume to read.
+    """
+    step = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        aside = path.with_name(path.name + ".before-resume")
+        if not aside.exists():
+            if not path.exists():
+                continue
+            os.replace(path, aside)
+        with aside.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("step") and int(float(row["step"])) < step]
+        writer = logger.experiment
+        for row in rows:
+            values = {key: _number(value) for key, value in row.items() if key != "step" and value not in ("", None)}
+            writer.log_metrics(values, step=int(float(row["step"])))
+        logger.save()
+        aside.unlink()
+
+
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)

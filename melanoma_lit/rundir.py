@@ -1,0 +1,139 @@
+"""A run folder belongs to one run: resume it explicitly, never overwrite what a run left behind.
+
+``ckpt_path=last`` with ``hydra.run.dir`` pointing at an earlier run continues it from its newest readable
+``checkpoints/last*.ckpt`` (written every epoch and on SIGTERM/SIGUSR1, see melanoma_lit.resilience) or Lightning's
+SLURM ``hpc_ckpt_*.ckpt``, or starts it fresh while it has none, so one command serves the first start and every
+requeue of a job. A resumed start keeps the first start's files: its resolved config goes to
+``config.resume-<n>.yaml`` and Hydra's to ``.hydra/resume-<n>/``; a finished run is left untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from melanoma_lit.cli import friendly_errors
+from melanoma_lit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+_HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's own, on SLURM's requeue signal, in the run folder
+_RUN_OUTPUTS = (METRICS_FILE, "val_predictions.csv", f"{CHECKPOINT_DIR}/*.ckpt", _HPC_CHECKPOINTS)
+
+
+def run_outputs(output_dir: str | Path) -> list[Path]:
+    """What makes a folder a run's: its metrics, predictions and checkpoints."""
+    return sorted(path for pattern in _RUN_OUTPUTS for path in Path(output_dir).glob(pattern))
+
+
+def check_run_dir(output_dir: str | Path, ckpt_path: str | None) -> None:
+    """Refuse a fresh run in a folder that holds a run, and any resume that would overwrite a finished one."""
+    output_dir = Path(output_dir)
+    outputs = run_outputs(output_dir)
+    if ckpt_path is None and outputs:
+        shown = ", ".join(str(path.relative_to(output_dir)) for path in outputs[:3])
+        raise ConfigError(
+            f"{output_dir} already holds a run ({shown}); a new run would overwrite it. Leave hydra.run.dir at its "
+            "default so the new run gets its own folder, or continue that training run with ckpt_path=last."
+        )
+    if ckpt_path not in (None, "last") and (output_dir / METRICS_FILE).exists():
+        raise ConfigError(
+            f"{output_dir} holds a finished run ({METRICS_FILE}); training it further here would overwrite its "
+            f"results. Leave hydra.run.dir at its default and keep ckpt_path={ckpt_path} to continue in a new folder."
+        )
+
+
+def finished_metrics(output_dir: str | Path) -> dict[str, float] | None:
+    """The final metrics of a finished run in ``output_dir``, None while it has not finished."""
+    path = Path(output_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    metrics = json.loads(path.read_text())["metrics"]
+    return {key: math.nan if value is None else float(value) for key, value in metrics.items()}
+
+
+def unreadable(checkpoint: str | Path) -> str | None:
+    """Why ``checkpoint`` cannot resume a run (truncated, corrupt, not a training checkpoint), None if it can."""
+    import torch  # here, not at import: Hydra imports this module for every command, --help included
+
+    try:
+        content = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        return f"{type(error).__name__}: {str(error)[:160]}"
+    if not isinstance(content, dict) or not {"state_dict", "loops"} <= content.keys():
+        return "not a Lightning training checkpoint (no state_dict and loop state)"
+    return None
+
+
+def resolve_resume(output_dir: str | Path, checkpoint_dir: str | Path, ckpt_path: str | None) -> str | None:
+    """The checkpoint to resume from (None: start fresh), after check_run_dir.
+
+    ``last`` takes the newest readable candidate: a checkpoint cut short (a kill during a copy across file
+    systems, a full disk) is passed over with a warning, never deleted.
+    """
+    check_run_dir(output_dir, ckpt_path)
+    if ckpt_path is None:
+        return None
+    if ckpt_path != "last":
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(
+                f"ckpt_path={ckpt_path}: file not found. Give a checkpoint file "
+                f"(<run dir>/{CHECKPOINT_DIR}/last.ckpt), or ckpt_path=last with hydra.run.dir=<run dir>."
+            )
+        if problem := unreadable(ckpt_path):
+            raise DataError(f"ckpt_path={ckpt_path}: cannot resume from it ({problem}). Give another checkpoint file.")
+        return ckpt_path
+    candidates = [*Path(checkpoint_dir).glob("last*.ckpt"), *Path(output_dir).glob(_HPC_CHECKPOINTS)]
+    if not candidates:
+        log.info("ckpt_path=last: no checkpoint in %s yet, so training starts from scratch", checkpoint_dir)
+        return None
+    for candidate in sorted(candidates, key=lambda path: path.stat().st_mtime, reverse=True):
+        if (problem := unreadable(candidate)) is None:
+            log.info("resuming from %s", candidate)
+            return str(candidate)
+        log.warning("%s: cannot resume from it (%s); trying an older checkpoint", candidate, problem)
+    raise DataError(
+        f"ckpt_path=last: none of {sorted(path.name for path in candidates)} in {output_dir} can be read (truncated "
+        "or corrupt). Move them out of the run folder to train this run again from scratch, or give "
+        "ckpt_path=<a good checkpoint file>."
+    )
+
+
+def first_free(template: Path) -> Path:
+    """``template`` (a path holding ``{n}``) with the first n = 1, 2, ... that does not exist yet."""
+    return next(path for n in itertools.count(1) if not (path := Path(str(template).replace("{n}", str(n)))).exists())
+
+
+def config_path(output_dir: str | Path) -> Path:
+    """Where this start's resolved config goes: config.yaml, or config.resume-<n>.yaml beside the first start's."""
+    path = Path(output_dir) / "config.yaml"
+    return first_free(path.with_name("config.resume-{n}.yaml")) if path.exists() else path
+
+
+class RunDirGuard(Callback):
+    """Hydra callback, before Hydra writes into the run folder: check_run_dir, then keep the Hydra files of
+    an earlier start (a resumed start writes its own into ``.hydra/resume-<n>/``, a finished run gets none)."""
+
+    @friendly_errors
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        ckpt_path = config.get("ckpt_path")
+        check_run_dir(run_dir, ckpt_path)
+        subdir = config.hydra.output_subdir
+        if subdir is None or not (run_dir / subdir).exists():
+            return
+        with read_write(config.hydra), open_dict(config.hydra):
+            if ckpt_path == "last" and (run_dir / METRICS_FILE).exists():
+                config.hydra.output_subdir = None  # training returns at once: nothing new to record
+            else:
+                config.hydra.output_subdir = str(first_free(run_dir / subdir / "resume-{n}").relative_to(run_dir))
