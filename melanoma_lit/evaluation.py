@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +24,7 @@ from melanoma_lit.inference import (
     write_submission,
 )
 from melanoma_lit.models.metrics import compute_metrics, confusion_matrix, plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.rundir import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +80,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     csv = write_submission(output_dir / "predictions.csv", submission_table(table["image_id"], probs, classes, fmt))
     plot_roc_curves(probs, truth, known, classes, output_dir / "roc.png")
     plot_confusion_matrix(confusion_matrix(probs, truth, known), classes, output_dir / "confusion_matrix.png")
-    summary: dict[str, Any] = {
-        "metrics": {key: (value if np.isfinite(value) else None) for key, value in metrics.items()},
-        "evaluated_on": where,
-        "images": len(table),
-        "checkpoints": [str(path) for path in checkpoints],
-        "tta": cfg.get("tta"),
-        "predictions": {"path": csv.name, "format": fmt},
-    }
-    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    write_metrics(
+        output_dir,
+        metrics,
+        evaluated_on=where,
+        images=len(table),
+        checkpoints=[str(path) for path in checkpoints],
+        tta=cfg.get("tta"),
+        predictions={"path": csv.name, "format": fmt},
+    )
     log.info("%s: macro AUC %.4f over %d images (%s)", where, metrics[f"{prefix}/auc_macro"], len(table), output_dir)
     return metrics

@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import sklearn.metrics
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 from pytorch_lightning.loggers import MLFlowLogger, WandbLogger
 from torchmetrics.utilities import dim_zero_cat
@@ -26,7 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.errors import MelanomaLitError
 from melanoma_lit.models.gradcam import explain, overlay
-from melanoma_lit.models.metrics import confusion_matrix, plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.models.metrics import confusion_matrix, plot_confusion_matrix, plot_pr_curves, plot_roc_curves
 
 _EPS = 1e-7
 
@@ -228,31 +225,3 @@ def worst_errors(outputs: ValidationOutputs, classes: Sequence[str], image_ids: 
     )
     frame[list(classes)] = outputs.probs
     return frame.sort_values("loss", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-
-
-def plot_pr_curves(
-    probs: np.ndarray, targets: np.ndarray, known: np.ndarray, classes: Sequence[str], path: str | Path
-) -> Path:
-    """One precision-recall curve per class over its known entries, with its average precision."""
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    skipped = []
-    for column, cls in enumerate(classes):
-        rows = np.asarray(known)[:, column] > 0.5
-        truth, score = np.asarray(targets)[rows, column] > 0.5, np.asarray(probs, dtype=np.float64)[rows, column]
-        if truth.all() or not truth.any():
-            skipped.append(cls)
-            continue
-        precision, recall, _ = sklearn.metrics.precision_recall_curve(truth, score)
-        ap = sklearn.metrics.average_precision_score(truth, score)
-        axes.step(recall, precision, where="post", label=f"{cls} (AP {ap:.3f})")
-    axes.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-    axes.set_title("Precision-recall" + (f" (none: {', '.join(skipped)})" if skipped else ""))
-    if len(skipped) < len(classes):
-        axes.legend(loc="lower left", fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return path

@@ -26,9 +26,10 @@ from melanoma_lit.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+VAL_PREDICTIONS = "val_predictions.csv"
 CHECKPOINT_DIR = "checkpoints"
 _HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's own, on SLURM's requeue signal, in the run folder
-_RUN_OUTPUTS = (METRICS_FILE, "val_predictions.csv", f"{CHECKPOINT_DIR}/*.ckpt", _HPC_CHECKPOINTS)
+_RUN_OUTPUTS = (METRICS_FILE, VAL_PREDICTIONS, f"{CHECKPOINT_DIR}/*.ckpt", _HPC_CHECKPOINTS)
 
 
 def run_outputs(output_dir: str | Path) -> list[Path]:
@@ -73,6 +74,17 @@ def unreadable(checkpoint: str | Path) -> str | None:
     if not isinstance(content, dict) or not {"state_dict", "loops"} <= content.keys():
         return "not a Lightning training checkpoint (no state_dict and loop state)"
     return None
+
+
+def finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: undefined metrics are written as null (finished_metrics reads them back as NaN)."""
+    return {key: (value if math.isfinite(value) else None) for key, value in metrics.items()}
+
+
+def write_metrics(output_dir: str | Path, metrics: dict[str, float], **details: Any) -> None:
+    """``metrics.json``: the final ``metrics`` first, then what produced them (``details``)."""
+    summary = {"metrics": finite(metrics), **details}
+    (Path(output_dir) / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
 
 
 def resolve_resume(output_dir: str | Path, checkpoint_dir: str | Path, ckpt_path: str | None) -> str | None:

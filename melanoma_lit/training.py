@@ -27,7 +27,16 @@ from melanoma_lit.models.metrics import compute_metrics
 from melanoma_lit.models.optim import BackboneFreeze
 from melanoma_lit.module import LesionClassifier
 from melanoma_lit.resilience import exit_code, keep_csv_history
-from melanoma_lit.rundir import CHECKPOINT_DIR, METRICS_FILE, config_path, finished_metrics, resolve_resume
+from melanoma_lit.rundir import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    VAL_PREDICTIONS,
+    config_path,
+    finished_metrics,
+    finite,
+    resolve_resume,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +129,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         val = datamodule.splits.val.iloc[rows]
         classes = datamodule.classes
         metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
-        write_predictions(output_dir / "val_predictions.csv", val, probs, classes, fold=datamodule.spec.fold)
+        write_predictions(output_dir / VAL_PREDICTIONS, val, probs, classes, fold=datamodule.spec.fold)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
-        summary = {
-            "metrics": _finite(metrics),
-            "data": datamodule.summary(),
-            "best_checkpoint": best,
-            "backbone": cfg.backbone.name,
-            "fold": datamodule.spec.fold,
-        }
-        (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+        write_metrics(
+            output_dir,
+            metrics,
+            data=datamodule.summary(),
+            best_checkpoint=best,
+            backbone=cfg.backbone.name,
+            fold=datamodule.spec.fold,
+        )
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
 
@@ -145,19 +154,19 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     if (finished := _already_finished(cfg, output_dir)) is not None:
         return finished
     folds = list(cfg.data.fold)
+    fold_dirs = {fold: output_dir / f"fold{fold}" for fold in folds}
     per_fold: dict[int, dict[str, float]] = {}
-    for fold in folds:
+    for fold, fold_dir in fold_dirs.items():
         fold_cfg = cfg.copy()
-        fold_cfg.paths.output_dir = str(output_dir / f"fold{fold}")
+        fold_cfg.paths.output_dir = str(fold_dir)
         fold_cfg.data.fold = fold
         log.info("cross-validation: fold %s of %s", fold, folds)
         per_fold[fold] = train(fold_cfg)
     _save_config(cfg, output_dir)
-    fold_dirs = [output_dir / f"fold{fold}" for fold in folds]
-    predictions = [d / "val_predictions.csv" for d in fold_dirs if (d / "val_predictions.csv").exists()]
+    predictions = [d / VAL_PREDICTIONS for d in fold_dirs.values() if (d / VAL_PREDICTIONS).exists()]
     if predictions:
         pd.concat([pd.read_csv(p, dtype={"image": str}) for p in predictions]).to_csv(
-            output_dir / "val_predictions.csv", index=False, float_format="%.6f"
+            output_dir / VAL_PREDICTIONS, index=False, float_format="%.6f"
         )
     keys = sorted({key for metrics in per_fold.values() for key in metrics})
     table = np.array([[per_fold[fold].get(key, np.nan) for key in keys] for fold in folds], dtype=float)
@@ -165,18 +174,18 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined in every fold stays NaN
         mean, std = np.nanmean(table, axis=0), np.nanstd(table, axis=0)
     metrics = dict(zip(keys, mean.tolist(), strict=True))
-    written = [d / "metrics.json" for d in fold_dirs if (d / "metrics.json").exists()]
+    written = [d / METRICS_FILE for d in fold_dirs.values() if (d / METRICS_FILE).exists()]
     if written:
         first = json.loads(written[0].read_text())
-        summary = {
-            "metrics": _finite(metrics),
-            "std": _finite(dict(zip(keys, std.tolist(), strict=True))),
-            "per_fold": {str(fold): _finite(values) for fold, values in per_fold.items()},
-            "data": first["data"],
-            "backbone": cfg.backbone.name,
-            "fold": folds,
-        }
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+        write_metrics(
+            output_dir,
+            metrics,
+            std=finite(dict(zip(keys, std.tolist(), strict=True))),
+            per_fold={str(fold): finite(values) for fold, values in per_fold.items()},
+            data=first["data"],
+            backbone=cfg.backbone.name,
+            fold=folds,
+        )
         log.info("cross-validated %s over folds %s: %.4f", cfg.monitor, folds, metrics.get(cfg.monitor, np.nan))
     return metrics
 
@@ -194,8 +203,3 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # DDP runs the job once per process: one records it
         OmegaConf.save(cfg, config_path(output_dir), resolve=True)
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
-    """JSON has no NaN: undefined metrics are written as null."""
-    return {key: (value if np.isfinite(value) else None) for key, value in metrics.items()}

@@ -16,7 +16,8 @@ from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
 from melanoma_lit import tracking
-from melanoma_lit.media import ValidationOutputs, plot_pr_curves, worst_errors
+from melanoma_lit.media import ValidationOutputs, worst_errors
+from melanoma_lit.models.metrics import plot_pr_curves
 from melanoma_lit.tracking import WandbRunLogger, wandb_mode
 from melanoma_lit.training import train
 from tests.conftest import SMALL_SYNTHETIC

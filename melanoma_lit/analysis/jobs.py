@@ -20,6 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lit.errors import DataError
+from melanoma_lit.rundir import METRICS_FILE
 from melanoma_lit.sweep import JOB_RECORD
 
 MULTIRUN_FILE = "multirun.yaml"
@@ -146,7 +147,7 @@ def read_job(job_dir: Path, num: int) -> Job:
         seconds=record.get("seconds"),
         record=record,
     )
-    summary = _read_json(job_dir / "metrics.json")
+    summary = _read_json(job_dir / METRICS_FILE)
     if summary is not None:
         job.status = COMPLETED
         job.metrics = {key: math.nan if value is None else float(value) for key, value in summary["metrics"].items()}

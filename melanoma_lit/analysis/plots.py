@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from melanoma_lit.analysis.cv import VAL_PREFIX, MeanStd
 from melanoma_lit.analysis.jobs import Job
+from melanoma_lit.models.metrics import save_figure
 
 
 def plot_comparison(
@@ -40,8 +41,4 @@ def plot_comparison(
     axes.set(ylim=(0, 1.02), ylabel="validation score (mean ± std over folds; dots: folds)")
     axes.set_title("Configurations compared")
     axes.legend(fontsize="small", loc="lower right")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return path
+    return save_figure(figure, path)

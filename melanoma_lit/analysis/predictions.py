@@ -23,8 +23,8 @@ from melanoma_lit.data.build import DataSpec, load_pool, load_test
 from melanoma_lit.data.table import known_column
 from melanoma_lit.errors import DataError
 from melanoma_lit.models.metrics import compute_metrics
+from melanoma_lit.rundir import VAL_PREDICTIONS
 
-VAL_PREDICTIONS = "val_predictions.csv"
 TEST_PREDICTIONS = "test_predictions.csv"
 
 

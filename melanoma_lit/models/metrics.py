@@ -109,7 +109,32 @@ def plot_roc_curves(
     axes.set_title("ROC" + (f" (no ROC: {', '.join(skipped)})" if skipped else ""))
     if len(skipped) < len(classes):
         axes.legend(loc="lower right", fontsize="small")
-    return _save(figure, path)
+    return save_figure(figure, path)
+
+
+def plot_pr_curves(
+    probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str], path: str | Path
+) -> Path:
+    """One precision-recall curve per class over its known entries, with its average precision."""
+    p, t, k = _check_inputs(probs, targets, known, classes)
+    figure = Figure(figsize=(6, 6))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    skipped = []
+    for column, cls in enumerate(classes):
+        rows = k[:, column]
+        truth, score = t[rows, column], p[rows, column]
+        if not _both_labels(truth):
+            skipped.append(cls)
+            continue
+        precision, recall, _ = sklearn.metrics.precision_recall_curve(truth, score)
+        ap = sklearn.metrics.average_precision_score(truth, score)
+        axes.step(recall, precision, where="post", label=f"{cls} (AP {ap:.3f})")
+    axes.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    axes.set_title("Precision-recall" + (f" (none: {', '.join(skipped)})" if skipped else ""))
+    if len(skipped) < len(classes):
+        axes.legend(loc="lower left", fontsize="small")
+    return save_figure(figure, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | Path) -> Path:
@@ -134,7 +159,7 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str 
     axes.set_xticks(ticks, labels=list(classes), rotation=45)
     axes.set_yticks(ticks, labels=list(classes))
     axes.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: row share)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 class LesionMetrics(Metric):
@@ -293,7 +318,8 @@ def _nanmean(values: Sequence[float] | np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else np.nan
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Every plot of the project: PNG at 120 dpi, its folder created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
