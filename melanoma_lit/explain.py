@@ -39,8 +39,8 @@ def input_images(images: Sequence[str], folder: str | None) -> list[Path]:
 def main(cfg: DictConfig) -> None:
     import torch
 
-    from melanoma_lit.models.gradcam import GRADCAM_TABLE, write_explanations
-    from melanoma_lit.module import LesionClassifier
+    from melanoma_lit.inference.gradcam import GRADCAM_TABLE, write_explanations
+    from melanoma_lit.models.module import LesionClassifier
 
     out = Path(cfg.out)
     if (out / GRADCAM_TABLE).exists():

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where to write the report (default: MULTIRUN_DIR/report)")
     args = parser.parse_args(argv)
 
-    from melanoma_lit.analysis import write_report  # imported after parsing so that --help answers at once
+    from melanoma_lit.analysis.sweep_report import write_report  # imported after parsing so that --help answers at once
 
     try:
         files = write_report(args.sweep_dir, args.out)

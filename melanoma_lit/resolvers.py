@@ -18,7 +18,7 @@ def fast_precision(accelerator: str = "auto") -> str:
 
 
 def device_slots() -> int:
-    from melanoma_lit.sweep import device_slot_count
+    from melanoma_lit.runs.hydra_callbacks import device_slot_count
 
     return device_slot_count()
 

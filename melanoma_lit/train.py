@@ -2,18 +2,213 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+import json
+import logging
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
+import hydra
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from melanoma_lit.callbacks.backbone_freeze import BackboneFreeze
+from melanoma_lit.callbacks.resilience import exit_code, keep_csv_history
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
+from melanoma_lit.data.build import DataSpec
+from melanoma_lit.data.datamodule import LesionDataModule
+from melanoma_lit.data.table import known_mask, targets
+from melanoma_lit.data.transforms import Augmentation
+from melanoma_lit.inference.predictions import predict_table, write_predictions
+from melanoma_lit.metrics.isic import compute_metrics
+from melanoma_lit.models.backbone import preprocessing_for
+from melanoma_lit.models.module import LesionClassifier
+from melanoma_lit.runs.files import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    VAL_PREDICTIONS,
+    config_path,
+    finished_metrics,
+    finite,
+    resolve_resume,
+    write_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> LesionDataModule:
+    preprocessing = preprocessing_for(cfg.backbone.name, cfg.backbone.get("input_size"))
+    loader = cfg.data
+    return LesionDataModule(
+        spec=DataSpec.from_config(OmegaConf.to_container(cfg.data, resolve=True)),
+        preprocessing=preprocessing,
+        augmentation=Augmentation(**OmegaConf.to_container(cfg.augment, resolve=True)),
+        batch_size=loader.batch_size,
+        eval_batch_size=loader.get("eval_batch_size"),
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers,
+        balanced_sampler=loader.balanced_sampler,
+    )
+
+
+def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    backbone.pop("input_size", None)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    loss = dict(model_cfg["loss"])
+    use_pos_weight = loss.pop("pos_weight")
+    model = LesionClassifier(
+        classes=datamodule.classes,
+        backbone=backbone,
+        head=model_cfg["head"],
+        loss=loss,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        preprocessing=asdict(datamodule.preprocessing),
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+        pos_weight=datamodule.positive_weights().tolist() if use_pos_weight else None,
+        channels_last=model_cfg["channels_last"],
+        tta=model_cfg["tta"],
+    )
+    if model_cfg.get("compile"):
+        model.net.compile()  # in place: checkpoints keep the plain parameter names
+    return model
+
+
+def instantiate_all(section: DictConfig | None) -> list[Any]:
+    """Every entry with a ``_target_`` of a config section (callbacks, loggers); null entries are switched off."""
+    if not section:
+        return []
+    return [hydra.utils.instantiate(item) for item in section.values() if item is not None and "_target_" in item]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then score the best checkpoint on the validation fold; returns the final validation metrics.
+
+    ``ckpt_path=last`` continues the run in ``paths.output_dir`` (see melanoma_lit.runs.files); a finished
+    one is left as it is and its metrics returned.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if (finished := _already_finished(cfg, output_dir)) is not None:
+        return finished
+    checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, cfg.get("ckpt_path"))
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    _save_config(cfg, output_dir)
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    log.info("data: %s", datamodule.summary())
+    model = build_model(cfg, datamodule)
+
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
+        callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
+    loggers = instantiate_all(cfg.get("logger"))
+    if resume_from:
+        keep_csv_history(loggers, resume_from)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException:
+        raise SystemExit(exit_code(callbacks)) from None
+
+    metrics: dict[str, float] = {}
+    if len(datamodule.splits.val) and not trainer.fast_dev_run:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        probs, rows = predict_table(trainer, model, datamodule.val_dataloader(), best or None)
+        val = datamodule.splits.val.iloc[rows]
+        classes = datamodule.classes
+        metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
+        write_predictions(output_dir / VAL_PREDICTIONS, val, probs, classes, fold=datamodule.spec.fold)
+        metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
+        write_metrics(
+            output_dir,
+            metrics,
+            data=datamodule.summary(),
+            best_checkpoint=best,
+            backbone=cfg.backbone.name,
+            fold=datamodule.spec.fold,
+        )
+        log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
+    return metrics
+
+
+def cross_validate(cfg: DictConfig) -> dict[str, float]:
+    """Train every fold of ``data.fold`` (a list) in turn inside one job, each in ``<run dir>/fold<k>/``.
+
+    Returns the mean over folds of each validation metric, so a search (``hparams_search=optuna``) optimises
+    the cross-validated score; ``metrics.json`` adds each fold's values and their standard deviation, and
+    ``val_predictions.csv`` holds the out-of-fold predictions of every fold together.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if (finished := _already_finished(cfg, output_dir)) is not None:
+        return finished
+    folds = list(cfg.data.fold)
+    fold_dirs = {fold: output_dir / f"fold{fold}" for fold in folds}
+    per_fold: dict[int, dict[str, float]] = {}
+    for fold, fold_dir in fold_dirs.items():
+        fold_cfg = cfg.copy()
+        fold_cfg.paths.output_dir = str(fold_dir)
+        fold_cfg.data.fold = fold
+        log.info("cross-validation: fold %s of %s", fold, folds)
+        per_fold[fold] = train(fold_cfg)
+    _save_config(cfg, output_dir)
+    predictions = [d / VAL_PREDICTIONS for d in fold_dirs.values() if (d / VAL_PREDICTIONS).exists()]
+    if predictions:
+        pd.concat([pd.read_csv(p, dtype={"image": str}) for p in predictions]).to_csv(
+            output_dir / VAL_PREDICTIONS, index=False, float_format="%.6f"
+        )
+    keys = sorted({key for metrics in per_fold.values() for key in metrics})
+    table = np.array([[per_fold[fold].get(key, np.nan) for key in keys] for fold in folds], dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric undefined in every fold stays NaN
+        mean, std = np.nanmean(table, axis=0), np.nanstd(table, axis=0)
+    metrics = dict(zip(keys, mean.tolist(), strict=True))
+    written = [d / METRICS_FILE for d in fold_dirs.values() if (d / METRICS_FILE).exists()]
+    if written:
+        first = json.loads(written[0].read_text())
+        write_metrics(
+            output_dir,
+            metrics,
+            std=finite(dict(zip(keys, std.tolist(), strict=True))),
+            per_fold={str(fold): finite(values) for fold, values in per_fold.items()},
+            data=first["data"],
+            backbone=cfg.backbone.name,
+            fold=folds,
+        )
+        log.info("cross-validated %s over folds %s: %.4f", cfg.monitor, folds, metrics.get(cfg.monitor, np.nan))
+    return metrics
+
+
+def _already_finished(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:
+    """With ``ckpt_path=last``, the metrics of the run that finished in ``output_dir``: it is left as it is."""
+    finished = finished_metrics(output_dir) if cfg.get("ckpt_path") == "last" else None
+    if finished is not None:
+        log.info("%s already finished (%s): nothing to do", output_dir, METRICS_FILE)
+    return finished
+
+
+def _save_config(cfg: DictConfig, output_dir: Path) -> None:
+    """This start's resolved config: config.yaml, or config.resume-<n>.yaml beside the first start's."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # DDP runs the job once per process: one records it
+        OmegaConf.save(cfg, config_path(output_dir), resolve=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
-    # imported here so that --help and --cfg answer at once
-    from melanoma_lit.training import cross_validate, train
-
     metrics = cross_validate(cfg) if OmegaConf.is_list(cfg.data.fold) else train(cfg)
     return metrics.get(cfg.monitor)
 

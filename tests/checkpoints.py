@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from melanoma_lit.training import train
+from melanoma_lit.train import train
 from tests.conftest import CONF_DIR, SMALL_SYNTHETIC
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from melanoma_lit.benchmark import Window, autocast_dtype, run_bench
+from melanoma_lit.bench import Window, autocast_dtype, run_bench
 from melanoma_lit.errors import ConfigError, DataError
-from melanoma_lit.training import train
+from melanoma_lit.train import train
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 
 TINY = ("bench=tiny", *SMALL_SYNTHETIC)

@@ -17,8 +17,8 @@ from PIL import Image
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.evaluation import evaluate
-from melanoma_lit.inference import (
+from melanoma_lit.evaluate import evaluate
+from melanoma_lit.inference.predictions import (
     ImageFiles,
     align_classes,
     check_format,

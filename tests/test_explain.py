@@ -18,10 +18,10 @@ from PIL import Image
 
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.explain import input_images
+from melanoma_lit.inference.gradcam import class_activation_maps, explain, write_explanations
 from melanoma_lit.models.backbone import preprocessing_for
-from melanoma_lit.models.gradcam import class_activation_maps, explain, write_explanations
 from melanoma_lit.models.head import LesionHead, LesionNet
-from melanoma_lit.module import LesionClassifier
+from melanoma_lit.models.module import LesionClassifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["MEL", "NV", "BCC"]

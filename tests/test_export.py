@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.exporting import export_checkpoint, run_exported
-from melanoma_lit.inference import ImageFiles
-from melanoma_lit.module import LesionClassifier
+from melanoma_lit.export import export_checkpoint, run_exported
+from melanoma_lit.inference.predictions import ImageFiles
+from melanoma_lit.models.module import LesionClassifier
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT
 

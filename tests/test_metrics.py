@@ -15,14 +15,8 @@ from PIL import Image
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES, MALIGNANT
 from melanoma_lit.errors import ConfigError, MelanomaLitError
-from melanoma_lit.models.metrics import (
-    PER_CLASS_METRICS,
-    LesionMetrics,
-    compute_metrics,
-    confusion_matrix,
-    plot_confusion_matrix,
-    plot_roc_curves,
-)
+from melanoma_lit.metrics.isic import PER_CLASS_METRICS, LesionMetrics, compute_metrics, confusion_matrix
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
 
 # Our per-class metric name -> the scorer's per-category column.
 SCORER_NAMES = {

@@ -12,11 +12,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from melanoma_lit.callbacks.backbone_freeze import BackboneFreeze
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.backbone import create_backbone
 from melanoma_lit.models.head import LesionHead, LesionNet
 from melanoma_lit.models.losses import MaskedBCEWithLogits
-from melanoma_lit.models.optim import BackboneFreeze, build_optimizer, build_scheduler, param_groups
+from melanoma_lit.models.optim import build_optimizer, build_scheduler, param_groups
 
 LR, DECAY = 1e-3, 0.05
 NUM_CLASSES = 3

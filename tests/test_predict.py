@@ -17,8 +17,8 @@ from melanoma_lit.data.images import load_rgb
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.data.transforms import eval_transform
 from melanoma_lit.errors import ConfigError, DataError
-from melanoma_lit.module import LesionClassifier
-from melanoma_lit.prediction import errors_path, list_inputs, predict
+from melanoma_lit.models.module import LesionClassifier
+from melanoma_lit.predict import errors_path, list_inputs, predict
 from tests.conftest import REPO_ROOT
 
 

@@ -28,7 +28,7 @@ from melanoma_lit.data.table import normalise_table
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.models.backbone import preprocessing_for
-from melanoma_lit.training import build_datamodule
+from melanoma_lit.train import build_datamodule
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 from tests.fake_isic import write_csv, write_isic2017, write_isic2018, write_isic2019
 

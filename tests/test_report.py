@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from melanoma_lit.analysis import write_report
 from melanoma_lit.analysis.cv import SUMMARY_METRICS, group_jobs, summarise
 from melanoma_lit.analysis.jobs import COMPLETED, Job
-from melanoma_lit.analysis.sweep_report import ENSEMBLE_LABEL
+from melanoma_lit.analysis.sweep_report import ENSEMBLE_LABEL, write_report
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
-from melanoma_lit.models.metrics import compute_metrics
+from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.report import main as report_main
 from tests.test_sweep import TINY, run_train
 

@@ -27,11 +27,11 @@ import torch
 from omegaconf import open_dict
 from pytorch_lightning.loggers import CSVLogger
 
+from melanoma_lit.callbacks.resilience import keep_csv_history
 from melanoma_lit.errors import ConfigError, DataError
-from melanoma_lit.resilience import keep_csv_history
-from melanoma_lit.rundir import METRICS_FILE, finished_metrics, resolve_resume
-from melanoma_lit.sweep import JOB_RECORD
-from melanoma_lit.training import build_datamodule, cross_validate, train
+from melanoma_lit.runs.files import METRICS_FILE, finished_metrics, resolve_resume
+from melanoma_lit.runs.hydra_callbacks import JOB_RECORD
+from melanoma_lit.train import build_datamodule, cross_validate, train
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 

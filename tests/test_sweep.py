@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from melanoma_lit.data.build import DataSpec, prepare_sources
-from melanoma_lit.sweep import JOB_RECORD, claim_slot, with_earlier_attempts, write_json
+from melanoma_lit.runs.hydra_callbacks import JOB_RECORD, claim_slot, with_earlier_attempts, write_json
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 # A training job of a few seconds: 2 training batches of 8 images at 32 px, every validation image predicted.

@@ -16,10 +16,10 @@ from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
 from melanoma_lit import tracking
-from melanoma_lit.media import ValidationOutputs, worst_errors
-from melanoma_lit.models.metrics import plot_pr_curves
-from melanoma_lit.tracking import WandbRunLogger, wandb_mode
-from melanoma_lit.training import train
+from melanoma_lit.callbacks.media import ValidationOutputs, worst_errors
+from melanoma_lit.loggers import WandbRunLogger, wandb_mode
+from melanoma_lit.metrics.plots import plot_pr_curves
+from melanoma_lit.train import train
 from tests.conftest import SMALL_SYNTHETIC
 
 EPOCHS = 3
@@ -57,7 +57,7 @@ def test_tracked_run_is_readable_from_wandb_mlflow_and_tensorboard(
         f"callbacks.media.table_rows={TABLE_ROWS}",
         f"callbacks.media.gradcam={GRADCAM}",
     )
-    with caplog.at_level(logging.WARNING, logger="melanoma_lit.tracking"):
+    with caplog.at_level(logging.WARNING, logger="melanoma_lit.loggers"):
         train(cfg)
     wandb.finish()  # the process would end here; in a sweep the next job's logger closes it
     run = tmp_path / "run"
@@ -228,7 +228,7 @@ def test_wandb_mode_decides_by_setting_key_and_network(
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode() == "disabled"
     monkeypatch.delenv("WANDB_MODE")
-    with caplog.at_level(logging.WARNING, logger="melanoma_lit.tracking"):
+    with caplog.at_level(logging.WARNING, logger="melanoma_lit.loggers"):
         assert wandb_mode() == "offline" and wandb_mode() == "offline"
     assert len(caplog.records) == 1 and "no W&B API key" in caplog.records[0].getMessage()  # said once
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
-from melanoma_lit.module import LesionClassifier
-from melanoma_lit.training import cross_validate, train
+from melanoma_lit.models.module import LesionClassifier
+from melanoma_lit.train import cross_validate, train
 from tests.conftest import SMALL_SYNTHETIC
 
 # The three large backbones cost ~20 s each on 2 CPU cores: they run in `make test-full`.

@@ -2,8 +2,8 @@
 
 Expected jobs come from ``multirun.yaml`` (the basic sweeper's grid, re-expanded as Hydra expands it, or the Optuna
 sweeper's ``n_trials``); started ones from the ``.hydra/`` folders. A job is *completed* when it left
-``metrics.json``, *failed* when its ``job.json`` (melanoma_lit.sweep.SweepRecorder) says so, *unfinished* when it
-started and left neither (killed, out of memory, still running), *missing* when it never started.
+``metrics.json``, *failed* when its ``job.json`` (melanoma_lit.runs.hydra_callbacks.SweepRecorder) says so,
+*unfinished* when it started and left neither (killed, out of memory, still running), *missing* when it never started.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from melanoma_lit.errors import DataError
-from melanoma_lit.rundir import METRICS_FILE
-from melanoma_lit.sweep import JOB_RECORD
+from melanoma_lit.runs.files import METRICS_FILE
+from melanoma_lit.runs.hydra_callbacks import JOB_RECORD
 
 MULTIRUN_FILE = "multirun.yaml"
 OPTUNA_RESULTS = "optimization_results.yaml"

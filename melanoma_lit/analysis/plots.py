@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from melanoma_lit.analysis.cv import VAL_PREFIX, MeanStd
 from melanoma_lit.analysis.jobs import Job
-from melanoma_lit.models.metrics import save_figure
+from melanoma_lit.metrics.plots import save_figure
 
 
 def plot_comparison(

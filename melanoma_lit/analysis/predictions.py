@@ -1,8 +1,8 @@
 """Jobs' prediction tables joined with the true labels: out-of-fold sets and mean-probability ensembles.
 
-A prediction CSV (melanoma_lit.inference.write_predictions) has ``image``, one probability column per class and
-extras such as ``fold``. Labels come from its own ``target_<class>``/``known_<class>`` columns when it has them,
-else from the job's data, re-read with the job's saved ``config.yaml`` from the folder it ran in.
+A prediction CSV (melanoma_lit.inference.predictions.write_predictions) has ``image``, one probability column per
+class and extras such as ``fold``. Labels come from its own ``target_<class>``/``known_<class>`` columns when it
+has them, else from the job's data, re-read with the job's saved ``config.yaml`` from the folder it ran in.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from melanoma_lit.analysis.jobs import Job
 from melanoma_lit.data.build import DataSpec, load_pool, load_test
 from melanoma_lit.data.table import known_column
 from melanoma_lit.errors import DataError
-from melanoma_lit.models.metrics import compute_metrics
-from melanoma_lit.rundir import VAL_PREDICTIONS
+from melanoma_lit.metrics.isic import compute_metrics
+from melanoma_lit.runs.files import VAL_PREDICTIONS
 
 TEST_PREDICTIONS = "test_predictions.csv"
 

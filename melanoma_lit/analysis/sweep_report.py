@@ -38,7 +38,8 @@ from melanoma_lit.analysis.predictions import (
 )
 from melanoma_lit.analysis.render import Block, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from melanoma_lit.errors import MelanomaLitError
-from melanoma_lit.models.metrics import confusion_matrix, plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.metrics.isic import confusion_matrix
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from torch.optim import Optimizer
 
 from melanoma_lit.data.transforms import Preprocessing
 from melanoma_lit.errors import ConfigError
+from melanoma_lit.metrics.isic import LesionMetrics
 from melanoma_lit.models.backbone import create_backbone
 from melanoma_lit.models.head import LesionHead, LesionNet
 from melanoma_lit.models.losses import MaskedBCEWithLogits
-from melanoma_lit.models.metrics import LesionMetrics
 from melanoma_lit.models.optim import build_optimizer, build_scheduler
 from melanoma_lit.models.tta import tta_probabilities
 

@@ -22,8 +22,9 @@ from torchmetrics.utilities import dim_zero_cat
 
 from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.errors import MelanomaLitError
-from melanoma_lit.models.gradcam import explain, overlay
-from melanoma_lit.models.metrics import confusion_matrix, plot_confusion_matrix, plot_pr_curves, plot_roc_curves
+from melanoma_lit.inference.gradcam import explain, overlay
+from melanoma_lit.metrics.isic import confusion_matrix
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_roc_curves
 
 _EPS = 1e-7
 

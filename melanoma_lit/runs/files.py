@@ -1,9 +1,9 @@
-"""A run folder belongs to one run: resume it explicitly, never overwrite what a run left behind.
+"""A run folder belongs to one run: its files, its job record, and resuming it explicitly, never overwriting it.
 
 ``ckpt_path=last`` with ``hydra.run.dir`` pointing at an earlier run continues it from its newest readable
-``checkpoints/last*.ckpt`` (written every epoch and on SIGTERM/SIGUSR1, see melanoma_lit.resilience) or Lightning's
-SLURM ``hpc_ckpt_*.ckpt``, or starts it fresh while it has none, so one command serves the first start and every
-requeue of a job. A resumed start keeps the first start's files: its resolved config goes to
+``checkpoints/last*.ckpt`` (written every epoch and on SIGTERM/SIGUSR1, see melanoma_lit.callbacks.resilience) or
+Lightning's SLURM ``hpc_ckpt_*.ckpt``, or starts it fresh while it has none, so one command serves the first start
+and every requeue of a job. A resumed start keeps the first start's files: its resolved config goes to
 ``config.resume-<n>.yaml`` and Hydra's to ``.hydra/resume-<n>/``; a finished run is left untouched.
 """
 
@@ -13,14 +13,17 @@ import itertools
 import json
 import logging
 import math
+import os
 import pickle
+import socket
+import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf
 
-from melanoma_lit.cli import friendly_errors
 from melanoma_lit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 VAL_PREDICTIONS = "val_predictions.csv"
 CHECKPOINT_DIR = "checkpoints"
+JOB_RECORD = "job.json"  # each job's outcome (runs.hydra_callbacks.SweepRecorder), read by the sweep report
+SLOT_ENV = "MELANOMA_LIT_DEVICE_SLOT"  # the device slot of a parallel sweep job (runs.hydra_callbacks.DeviceSlots)
 _HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's own, on SLURM's requeue signal, in the run folder
 _RUN_OUTPUTS = (METRICS_FILE, VAL_PREDICTIONS, f"{CHECKPOINT_DIR}/*.ckpt", _HPC_CHECKPOINTS)
 
@@ -132,20 +137,45 @@ def config_path(output_dir: str | Path) -> Path:
     return first_free(path.with_name("config.resume-{n}.yaml")) if path.exists() else path
 
 
-class RunDirGuard(Callback):
-    """Hydra callback, before Hydra writes into the run folder: check_run_dir, then keep the Hydra files of
-    an earlier start (a resumed start writes its own into ``.hydra/resume-<n>/``, a finished run gets none)."""
+def job_record(config: DictConfig, job_return: JobReturn, started: float | None, ended: float) -> dict[str, Any]:
+    """What ``job.json`` holds: enough to tell a failed job from a missing one and to show why it failed."""
+    failed = job_return.status == JobStatus.FAILED
+    value = job_return._return_value  # the public property re-raises a failed job's exception
+    record: dict[str, Any] = {
+        "status": "failed" if failed else "completed",
+        "job_num": OmegaConf.select(config, "hydra.job.num"),
+        "overrides": list(OmegaConf.select(config, "hydra.overrides.task", default=[])),
+        "started": _iso(started),
+        "ended": _iso(ended),
+        "seconds": None if started is None else round(ended - started, 3),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device_slot": os.environ.get(SLOT_ENV),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "return_value": value if isinstance(value, (int, float)) and not failed else None,
+    }
+    if failed and isinstance(value, BaseException):
+        record["error"] = f"{type(value).__name__}: {value}"
+        record["traceback"] = "".join(traceback.format_exception(value))
+    return record
 
-    @friendly_errors
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
-        ckpt_path = config.get("ckpt_path")
-        check_run_dir(run_dir, ckpt_path)
-        subdir = config.hydra.output_subdir
-        if subdir is None or not (run_dir / subdir).exists():
-            return
-        with read_write(config.hydra), open_dict(config.hydra):
-            if ckpt_path == "last" and (run_dir / METRICS_FILE).exists():
-                config.hydra.output_subdir = None  # training returns at once: nothing new to record
-            else:
-                config.hydra.output_subdir = str(first_free(run_dir / subdir / "resume-{n}").relative_to(run_dir))
+
+def with_earlier_attempts(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``record`` with the earlier records of ``path`` under ``attempts``: a requeued or resumed job (ckpt_path=last)
+    starts again in its folder, and the record of a finished attempt is not to be lost."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):  # the first attempt (or an unreadable record: nothing to keep)
+        return record
+    return {**record, "attempts": [*earlier.pop("attempts", []), earlier]}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic, so a report reading the sweep while jobs run never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(partial, path)
+
+
+def _iso(stamp: float | None) -> str | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, tz=timezone.utc).isoformat()

@@ -15,13 +15,10 @@ where a metric is 0/0 (no positives, no negatives, no predicted positives) the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import sklearn.metrics
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -50,7 +47,7 @@ def compute_metrics(
     unknown-diagnosis rows do not count); with MEL in ``classes`` ``mel_auc`` and ``mel_sens_at_90_spec``;
     with a malignant class in ``classes`` ``malignant_auc``, see ``_malignant_auc``.
     """
-    p, t, k = _check_inputs(probs, targets, known, classes)
+    p, t, k = check_inputs(probs, targets, known, classes)
     predicted = p > threshold
     per_class: dict[str, list[float]] = {name: [] for name in PER_CLASS_METRICS}
     for column in range(p.shape[1]):
@@ -84,82 +81,7 @@ def confusion_matrix(probs: ArrayLike, targets: ArrayLike, known: ArrayLike) -> 
     A row whose highest probability is tied is counted in no column, as in the ISIC scorer; so a row of the
     matrix can sum to less than that class's number of decided rows.
     """
-    return _confusion(*_check_inputs(probs, targets, known, None))[0]
-
-
-def plot_roc_curves(
-    probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str], path: str | Path
-) -> Path:
-    """One ROC curve per class over its known entries; classes with a single label value are named in the title."""
-    p, t, k = _check_inputs(probs, targets, known, classes)
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    skipped = []
-    for column, cls in enumerate(classes):
-        rows = k[:, column]
-        truth, score = t[rows, column], p[rows, column]
-        if not _both_labels(truth):
-            skipped.append(cls)
-            continue
-        fpr, tpr, _ = sklearn.metrics.roc_curve(truth, score)
-        axes.plot(fpr, tpr, label=f"{cls} (AUC {sklearn.metrics.roc_auc_score(truth, score):.3f})")
-    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    axes.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-    axes.set_title("ROC" + (f" (no ROC: {', '.join(skipped)})" if skipped else ""))
-    if len(skipped) < len(classes):
-        axes.legend(loc="lower right", fontsize="small")
-    return save_figure(figure, path)
-
-
-def plot_pr_curves(
-    probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str], path: str | Path
-) -> Path:
-    """One precision-recall curve per class over its known entries, with its average precision."""
-    p, t, k = _check_inputs(probs, targets, known, classes)
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    skipped = []
-    for column, cls in enumerate(classes):
-        rows = k[:, column]
-        truth, score = t[rows, column], p[rows, column]
-        if not _both_labels(truth):
-            skipped.append(cls)
-            continue
-        precision, recall, _ = sklearn.metrics.precision_recall_curve(truth, score)
-        ap = sklearn.metrics.average_precision_score(truth, score)
-        axes.step(recall, precision, where="post", label=f"{cls} (AP {ap:.3f})")
-    axes.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-    axes.set_title("Precision-recall" + (f" (none: {', '.join(skipped)})" if skipped else ""))
-    if len(skipped) < len(classes):
-        axes.legend(loc="lower left", fontsize="small")
-    return save_figure(figure, path)
-
-
-def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | Path) -> Path:
-    """Counts annotated, cells coloured by row share (per-class recall on the diagonal)."""
-    matrix = np.asarray(matrix)
-    if matrix.shape != (len(classes), len(classes)):
-        raise ConfigError(
-            f"confusion matrix has shape {matrix.shape} but {len(classes)} classes were given ({', '.join(classes)}); "
-            "pass the class list the matrix was computed with."
-        )
-    totals = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
-    size = 1.5 + 0.6 * len(classes)
-    figure = Figure(figsize=(size, size))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (row, column), count in np.ndenumerate(matrix):
-        colour = "white" if shares[row, column] > 0.5 else "black"
-        axes.text(column, row, f"{count:g}", ha="center", va="center", color=colour, fontsize="small")
-    ticks = range(len(classes))
-    axes.set_xticks(ticks, labels=list(classes), rotation=45)
-    axes.set_yticks(ticks, labels=list(classes))
-    axes.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: row share)")
-    return save_figure(figure, path)
+    return _confusion(*check_inputs(probs, targets, known, None))[0]
 
 
 class LesionMetrics(Metric):
@@ -208,7 +130,7 @@ def _check_shapes(
         )
 
 
-def _check_inputs(
+def check_inputs(
     probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float64 probabilities (as the scorer reads them), boolean targets and known mask."""
@@ -228,13 +150,13 @@ def _to_numpy(values: ArrayLike) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def _both_labels(truth: np.ndarray) -> bool:
+def both_labels(truth: np.ndarray) -> bool:
     return bool(truth.any()) and not bool(truth.all())
 
 
 def _rank_metrics(truth: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """AUC, AP and partial AUC, NaN unless both label values occur."""
-    if not _both_labels(truth):
+    if not both_labels(truth):
         return {"auc": np.nan, "ap": np.nan, "auc_sens80": np.nan}
     fpr, tpr, _ = sklearn.metrics.roc_curve(truth, score, drop_intermediate=False)
     return {
@@ -256,7 +178,7 @@ def _sensitivity_at_specificity(truth: np.ndarray, score: np.ndarray, specificit
 
     At a vertical step exactly on the target the higher sensitivity counts (that threshold is attainable).
     """
-    if not _both_labels(truth):
+    if not both_labels(truth):
         return np.nan
     fpr, tpr, _ = sklearn.metrics.roc_curve(truth, score, drop_intermediate=False)
     target = 1.0 - specificity
@@ -303,7 +225,7 @@ def _malignant_auc(p: np.ndarray, t: np.ndarray, k: np.ndarray) -> float:
     positive = (t & k).any(axis=1)
     decided = positive | k.all(axis=1)
     truth = positive[decided]
-    if not _both_labels(truth):
+    if not both_labels(truth):
         return np.nan
     return float(sklearn.metrics.roc_auc_score(truth, p[decided].sum(axis=1)))
 
@@ -316,12 +238,3 @@ def _nanmean(values: Sequence[float] | np.ndarray) -> float:
     finite = np.asarray(values, dtype=np.float64)
     finite = finite[~np.isnan(finite)]
     return float(finite.mean()) if len(finite) else np.nan
-
-
-def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Every plot of the project: PNG at 120 dpi, its folder created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    return path

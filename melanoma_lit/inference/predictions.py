@@ -20,7 +20,7 @@ from melanoma_lit.data.images import load_rgb
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.data.transforms import Preprocessing, eval_transform
 from melanoma_lit.errors import ConfigError, DataError
-from melanoma_lit.module import LesionClassifier
+from melanoma_lit.models.module import LesionClassifier
 
 log = logging.getLogger(__name__)
 

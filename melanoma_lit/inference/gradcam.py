@@ -26,7 +26,7 @@ from melanoma_lit.data.images import load_rgb
 from melanoma_lit.data.transforms import eval_transform
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.head import LesionNet
-from melanoma_lit.module import LesionClassifier
+from melanoma_lit.models.module import LesionClassifier
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
 

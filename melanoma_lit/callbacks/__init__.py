@@ -1,0 +1,1 @@
+"""Lightning callbacks: backbone freezing, signal checkpoints and exact resume, validation media, throughput."""

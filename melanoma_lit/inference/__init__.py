@@ -1,0 +1,1 @@
+"""From checkpoints to answers: loading and ensembling models, prediction tables and ISIC layouts, Grad-CAM."""

@@ -1,0 +1,1 @@
+"""The ISIC challenge metrics (parity-tested against the official scorer) and their plots."""

@@ -1,0 +1,139 @@
+"""Hydra callbacks of a run folder: the guard against overwriting a run, each job's outcome on disk, one GPU per
+parallel sweep job.
+
+Imported by Hydra in every run (conf/hydra/default.yaml lists ``RunDirGuard`` and ``SweepRecorder``), so it stays
+light: no torch at import time. ``hydra/launcher=gpus`` adds ``DeviceSlots`` and sizes the joblib pool with the
+``melanoma_lit.device_slots`` resolver registered here (Hydra instantiates callbacks before the launcher).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict, read_write
+
+from melanoma_lit.cli import friendly_errors
+from melanoma_lit.runs.files import (
+    JOB_RECORD,
+    METRICS_FILE,
+    SLOT_ENV,
+    check_run_dir,
+    first_free,
+    job_record,
+    with_earlier_attempts,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+SLOTS_DIR = ".device_slots"
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
+
+# lock folder -> (slot, open lock file); held for the life of the process, released by the OS when it exits
+_claimed: dict[Path, tuple[int, IO[str]]] = {}
+
+
+def visible_devices() -> list[str]:
+    """GPUs a sweep may use: ``CUDA_VISIBLE_DEVICES`` when set (empty hides every GPU), else every GPU torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [device.strip() for device in listed.split(",") if device.strip()]
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def device_slot_count() -> int:
+    """Parallel jobs for ``hydra/launcher=gpus``: one per visible GPU, one without GPUs."""
+    return max(1, len(visible_devices()))
+
+
+def claim_slot(lock_dir: str | Path, n_slots: int, poll_s: float = 0.5) -> int:
+    """A slot in ``range(n_slots)`` no other live process holds, kept until this process exits.
+
+    Held per process, not per job: a worker that has initialised CUDA cannot switch GPUs, so it keeps its slot for
+    every job it runs. With as many workers as slots nobody waits; a surplus worker waits until a slot frees.
+    """
+    lock_dir = Path(lock_dir).resolve()
+    if lock_dir in _claimed:
+        return _claimed[lock_dir][0]
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    waiting_logged = False
+    while True:
+        for slot in range(n_slots):
+            handle = (lock_dir / f"slot-{slot}.lock").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            _claimed[lock_dir] = (slot, handle)
+            return slot
+        if not waiting_logged:
+            log.info("all %d device slots in %s are taken; waiting for one to free", n_slots, lock_dir)
+            waiting_logged = True
+        time.sleep(poll_s)
+
+
+class DeviceSlots(Callback):
+    """Pins each parallel sweep job to one GPU (``hydra/launcher=gpus``): its process sees only that GPU."""
+
+    def __init__(self) -> None:
+        self.devices = visible_devices()  # read in the launching process; the workers receive this list
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        slot = claim_slot(Path(config.hydra.sweep.dir) / SLOTS_DIR, max(1, len(self.devices)))
+        os.environ[SLOT_ENV] = str(slot)
+        if self.devices:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.devices[slot]
+        log.info("device slot %d: CUDA_VISIBLE_DEVICES=%s", slot, os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
+
+
+class SweepRecorder(Callback):
+    """Writes ``job.json`` (status, times, device, error) into every job folder, run or sweep, for the report."""
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.time()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if _is_rank_zero():
+            path = Path(config.hydra.runtime.output_dir) / JOB_RECORD
+            record = job_record(config, job_return, self._started, time.time())
+            write_json(path, with_earlier_attempts(record, path))
+
+
+def _is_rank_zero() -> bool:
+    """DDP ranks other than 0 rerun the Hydra job in the same folder; only rank 0 records it."""
+    return all(os.environ.get(name, "0") == "0" for name in _RANK_VARIABLES)
+
+
+class RunDirGuard(Callback):
+    """Hydra callback, before Hydra writes into the run folder: check_run_dir, then keep the Hydra files of
+    an earlier start (a resumed start writes its own into ``.hydra/resume-<n>/``, a finished run gets none)."""
+
+    @friendly_errors
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        ckpt_path = config.get("ckpt_path")
+        check_run_dir(run_dir, ckpt_path)
+        subdir = config.hydra.output_subdir
+        if subdir is None or not (run_dir / subdir).exists():
+            return
+        with read_write(config.hydra), open_dict(config.hydra):
+            if ckpt_path == "last" and (run_dir / METRICS_FILE).exists():
+                config.hydra.output_subdir = None  # training returns at once: nothing new to record
+            else:
+                config.hydra.output_subdir = str(first_free(run_dir / subdir / "resume-{n}").relative_to(run_dir))
