@@ -15,7 +15,7 @@ import wandb
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
-from melanoma_lit import tracking
+from melanoma_lit import loggers
 from melanoma_lit.callbacks.media import ValidationOutputs, worst_errors
 from melanoma_lit.loggers import WandbRunLogger, wandb_mode
 from melanoma_lit.metrics.plots import plot_pr_curves
@@ -37,7 +37,7 @@ def no_wandb_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
-    monkeypatch.setattr(tracking, "_announced", set())
+    monkeypatch.setattr(loggers, "_announced", set())
 
 
 def test_tracked_run_is_readable_from_wandb_mlflow_and_tensorboard(
