@@ -42,6 +42,7 @@ class Layout:
     columns: tuple[str, ...]
     labels: tuple[str, ...]  # what a row can say; each is one 1 among ``columns`` (or none: 2017's "neither")
     primary: dict[str, str]  # the table's primary label for each; "?" where the row leaves its class unknown
+    optional: tuple[str, ...] = ()  # columns the reader accepts the file without (2019's all-zero UNK)
 
     def ones(self, label: str) -> set[str]:
         return {label} & set(self.columns)
@@ -55,6 +56,7 @@ ISIC2019 = Layout(
     (*ISIC_CLASSES, "UNK"),
     (*ISIC_CLASSES, "UNK"),
     {**{cls: cls for cls in ISIC_CLASSES}, "UNK": "?"},
+    optional=("UNK",),
 )
 ISIC2018 = Layout(
     read_isic2018,
@@ -129,6 +131,7 @@ def _damage(draw, layout: Layout, labels: dict[str, str], text: str) -> str:
     column = draw(st.integers(1, len(layout.columns)))
     kind = draw(st.sampled_from(["drop", "rename", "cell", "repeat", "blank id", "two", "none", "delimiter"]))
     if kind == "drop":
+        column = draw(st.sampled_from([i for i, name in enumerate(layout.columns, 1) if name not in layout.optional]))
         header, rows = header[:column] + header[column + 1 :], [r[:column] + r[column + 1 :] for r in rows]
     elif kind == "rename":
         header[column] = header[column].upper() + "_x"
