@@ -30,6 +30,7 @@ test-full: install
 lint: install
 	$(BIN)/ruff check melanoma_lit tests
 	$(BIN)/ruff format --check melanoma_lit tests
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix melanoma_lit tests
