@@ -26,11 +26,10 @@ from melanoma_lit.data.synthetic import (
     COMPLETE_MARKER,
     DEFAULT_CLASS_FREQUENCIES,
     FOLDER_NAMES,
-    _assign_splits,
-    _plan_lesions,
     ensure_synthetic,
     generate,
 )
+from melanoma_lit.data.synthetic.cohort import assign_splits, plan_lesions
 from melanoma_lit.data.table import known_mask, primary_label, targets
 from melanoma_lit.data.taxonomy import FOLDER_NAME_TO_CLASS, ISIC_CLASSES
 from melanoma_lit.errors import ConfigError, DataError
@@ -185,7 +184,7 @@ def test_folder_class_names_match_the_real_download(folder, shared_data):
 
 
 def test_splits_keep_lesions_together_and_follow_shares():
-    lesions = _assign_splits(_plan_lesions(2000, DEFAULT_CLASS_FREQUENCIES, 0), [("a", 0.7), ("b", 0.3)])
+    lesions = assign_splits(plan_lesions(2000, DEFAULT_CLASS_FREQUENCIES, 0), [("a", 0.7), ("b", 0.3)])
     assert len({(plan.index, plan.split) for plan in lesions}) == len({plan.index for plan in lesions})
     images = pd.DataFrame([(plan.cls, plan.split, plan.views) for plan in lesions], columns=["cls", "split", "n"])
     share = images.pivot_table(index="cls", columns="split", values="n", aggfunc="sum")
