@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the oracle only
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from PIL import Image
 
 from melanoma_lit.analysis.cv import SUMMARY_METRICS, group_jobs, summarise
-from melanoma_lit.analysis.jobs import COMPLETED, Job
+from melanoma_lit.analysis.jobs import COMPLETED, Job, expected_jobs
 from melanoma_lit.analysis.render import to_html, to_markdown
 from melanoma_lit.analysis.sweep_report import ENSEMBLE_LABEL, write_report
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
@@ -229,6 +232,33 @@ def test_tables_keep_each_row_on_one_line_and_their_cells_as_given() -> None:
     assert len(markdown) == 3 and re.sub(r" +", " ", markdown[2]) == "| 3 | a\\|b c <x> | 0.5000 | – |"
     html = to_html([table], "t")
     assert "<th>error</th>" in html and "<td>a|b\\nc &lt;x&gt;</td>" in html and "<td>0.5000</td>" in html
+
+
+@pytest.mark.parametrize(
+    ("params", "task"),
+    [
+        ({}, []),
+        ({}, ["backbone.name=resnet18,resnet10t", "data.fold=0,1,2,7"]),
+        (
+            {"optimizer.lr": "0.1,0.01", "data.fold": "0,1"},
+            ["data.fold=range(3)", "+extra=a,b", "~trainer.precision", "model.tags=[x,y]", "note='a, b'", "seed=1"],
+        ),
+        ({"seed": "1,2"}, ["backbone=resnet18,densenet201", "seed=3", "augment=light", "data.fold=range(4,0,-2)"]),
+    ],
+    ids=["no-overrides", "two-axes", "params-replaced-and-prefixed", "fixed-last-wins"],
+)
+def test_expected_jobs_are_numbered_as_hydras_basic_sweeper_numbers_them(params: dict, task: list[str]) -> None:
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": params},
+                "overrides": {"task": task},
+            }
+        }
+    )
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
+    hydras = [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    assert expected_jobs(config) == dict(enumerate(hydras))
 
 
 def _job(num: int, overrides: list[str], auc: float) -> Job:
