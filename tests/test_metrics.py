@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,9 @@ from PIL import Image
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES, MALIGNANT
 from melanoma_lit.errors import ConfigError, MelanomaLitError
+from melanoma_lit.metrics import plots
 from melanoma_lit.metrics.isic import PER_CLASS_METRICS, LesionMetrics, compute_metrics, confusion_matrix
-from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_roc_curves
 
 # Our per-class metric name -> the scorer's per-category column.
 SCORER_NAMES = {
@@ -297,6 +299,41 @@ def test_plots_write_png_files(tmp_path) -> None:
         with Image.open(path) as image:
             assert image.format == "PNG"
             assert image.width > 300 and image.height > 300
+
+
+def test_plots_say_each_class_score_the_skipped_classes_and_the_counts(tmp_path, monkeypatch) -> None:
+    """What is drawn: per-class AUC/AP as compute_metrics has them, classes without a curve in the title,
+    counts in the confusion cells; every figure its own (no pyplot figure left open)."""
+    import matplotlib.pyplot as plt
+
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.setdefault(Path(path).stem, figure))
+    probs, targets = make_predictions(300, seed=31, rounded=False)
+    known = np.ones_like(targets)
+    known[:, ISIC_CLASSES.index("DF")] = 0.0
+    metrics = compute_metrics(probs, targets, known, ISIC_CLASSES)
+    curved = [cls for cls in ISIC_CLASSES if cls != "DF"]
+    plot_roc_curves(probs, targets, known, ISIC_CLASSES, tmp_path / "roc.png")
+    plot_pr_curves(probs, targets, known, ISIC_CLASSES, tmp_path / "pr.png")
+    matrix = confusion_matrix(probs, targets, known)
+    plot_confusion_matrix(matrix, ISIC_CLASSES, tmp_path / "confusion.png")
+
+    roc, pr, confusion = (drawn[name].axes[0] for name in ("roc", "pr", "confusion"))
+    assert roc.get_title() == "ROC (no ROC: DF)" and pr.get_title() == "Precision-recall (none: DF)"
+    assert [t.get_text() for t in roc.get_legend().get_texts()] == [
+        *(f"{cls} (AUC {metrics[f'auc/{cls}']:.3f})" for cls in curved),
+        "Chance level (AUC = 0.5)",
+    ]
+    assert [t.get_text() for t in pr.get_legend().get_texts()] == [
+        f"{cls} (AP {metrics[f'ap/{cls}']:.3f})" for cls in curved
+    ]
+    assert (roc.get_xlabel(), roc.get_ylabel()) == ("1 - specificity", "sensitivity")
+    cells = [t.get_text() for t in confusion.texts]
+    assert cells == [f"{count:g}" for count in matrix.flat]
+    shares = confusion.images[0].get_array()
+    np.testing.assert_allclose(shares.sum(axis=1)[matrix.sum(axis=1) > 0], 1.0)
+    assert [t.get_text() for t in confusion.get_xticklabels()] == list(ISIC_CLASSES)
+    assert plt.get_fignums() == []
 
 
 def _ddp_rank(rank: int, world_size: int, init_file: str, probs, targets, known, results) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the oracle only
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from PIL import Image
 
 from melanoma_lit.analysis.cv import SUMMARY_METRICS, group_jobs, summarise
-from melanoma_lit.analysis.jobs import COMPLETED, Job
+from melanoma_lit.analysis.jobs import COMPLETED, Job, expected_jobs
+from melanoma_lit.analysis.render import to_html, to_markdown
 from melanoma_lit.analysis.sweep_report import ENSEMBLE_LABEL, write_report
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.metrics.isic import compute_metrics
@@ -53,6 +58,11 @@ def _truth(cache_dir: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "ISIC_2019_Training_GroundTruth.csv").set_index("image")
 
 
+def _markdown(path: Path) -> str:
+    """report.md with the tables' padding squeezed: tabulate pads every cell to its column's width."""
+    return re.sub(r" {2,}\|", " |", re.sub(r"\| {2,}", "| ", path.read_text()))
+
+
 def _assert_same_metrics(found: dict, expected: dict) -> None:
     assert found.keys() == expected.keys()
     for key, value in expected.items():
@@ -77,14 +87,14 @@ def test_a_crashing_job_does_not_stop_the_others_and_is_listed_as_failed(cv_swee
     assert sorted(j["configuration"] for j in failed) == sorted(BACKBONES)
     assert all(j["fold"] == 7 and "ConfigError: data.fold=7" in j["error"] for j in failed)
     assert max(j["num"] for j in report["jobs"] if j["status"] == COMPLETED) > min(j["num"] for j in failed)
-    markdown = (sweep_dir / "report" / "report.md").read_text()
+    markdown = _markdown(sweep_dir / "report" / "report.md")
     assert "Jobs: 8 expected, 6 completed, 2 failed" in markdown
     assert markdown.count("| failed | ConfigError: data.fold=7") == 2
     assert "ConfigError: data.fold=7" in (sweep_dir / "report" / "report.html").read_text()
 
 
 def test_cross_validation_summary_is_mean_and_std_over_the_folds(cv_sweep, report) -> None:
-    markdown = (cv_sweep[0] / "report" / "report.md").read_text()
+    markdown = _markdown(cv_sweep[0] / "report" / "report.md")
     for backbone in BACKBONES:
         jobs = _completed(report, backbone)
         assert sorted(j["fold"] for j in jobs) == list(FOLDS)
@@ -180,7 +190,7 @@ def test_missing_and_unfinished_jobs_are_listed(cv_sweep, tmp_path) -> None:
     assert status[1]["status"] == "missing" and "data.fold=1" in status[1]["overrides"]
     assert status[2]["status"] == "unfinished" and "validation macro AUC" in status[2]["error"]  # the log's tail
     assert report["configurations"][BACKBONES[0]]["oof"]["folds"] == [0]
-    markdown = files.markdown.read_text()
+    markdown = _markdown(files.markdown)
     assert "| missing | never started |" in markdown and "| unfinished |" in markdown
 
 
@@ -214,6 +224,41 @@ def test_test_set_fold_and_backbone_ensembles(cv_sweep, tmp_path) -> None:
 def test_report_rejects_a_folder_that_holds_no_sweep(tmp_path, capsys) -> None:
     assert report_main([str(tmp_path)]) == 2
     assert "multirun.yaml" in capsys.readouterr().err
+
+
+def test_tables_keep_each_row_on_one_line_and_their_cells_as_given() -> None:
+    table = pd.DataFrame([["3", "a|b\nc <x>", "0.5000", "–"]], columns=["job", "error", "auc", "ap"])
+    markdown = to_markdown([table]).strip().splitlines()
+    assert len(markdown) == 3 and re.sub(r" +", " ", markdown[2]) == "| 3 | a\\|b c <x> | 0.5000 | – |"
+    html = to_html([table], "t")
+    assert "<th>error</th>" in html and "<td>a|b\\nc &lt;x&gt;</td>" in html and "<td>0.5000</td>" in html
+
+
+@pytest.mark.parametrize(
+    ("params", "task"),
+    [
+        ({}, []),
+        ({}, ["backbone.name=resnet18,resnet10t", "data.fold=0,1,2,7"]),
+        (
+            {"optimizer.lr": "0.1,0.01", "data.fold": "0,1"},
+            ["data.fold=range(3)", "+extra=a,b", "~trainer.precision", "model.tags=[x,y]", "note='a, b'", "seed=1"],
+        ),
+        ({"seed": "1,2"}, ["backbone=resnet18,densenet201", "seed=3", "augment=light", "data.fold=range(4,0,-2)"]),
+    ],
+    ids=["no-overrides", "two-axes", "params-replaced-and-prefixed", "fixed-last-wins"],
+)
+def test_expected_jobs_are_numbered_as_hydras_basic_sweeper_numbers_them(params: dict, task: list[str]) -> None:
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": params},
+                "overrides": {"task": task},
+            }
+        }
+    )
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
+    hydras = [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    assert expected_jobs(config) == dict(enumerate(hydras))
 
 
 def _job(num: int, overrides: list[str], auc: float) -> Job:

@@ -8,6 +8,7 @@ sweeper's ``n_trials``); started ones from the ``.hydra/`` folders. A job is *co
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -109,17 +109,26 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
 def expected_jobs(config: DictConfig) -> dict[int, list[str]]:
     """Job number -> overrides, as the sweeper of ``multirun.yaml`` launches them.
 
-    The basic sweeper's grid is re-expanded with Hydra's own code; for other sweepers (Optuna) only the number
-    of trials is known, so their overrides are left empty.
+    The basic sweeper's grid is re-expanded as it expands it, with Hydra's override parser: ``hydra.sweeper.params``
+    then the command line's overrides, one axis per key in the order it first appears (a key given again replaces
+    its values in place), the cartesian product numbered with the last key varying fastest. For other sweepers
+    (Optuna) only the number of trials is known, so their overrides are left empty.
     """
     target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if target.endswith("BasicSweeper"):
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
         arguments = [f"{key}={value}" for key, value in params.items()]
         arguments += list(OmegaConf.select(config, "hydra.overrides.task", default=[]))
-        parsed = OverridesParser.create().parse_overrides(arguments)
-        grid = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-        return dict(enumerate(grid))
+        axes: dict[str, list[str]] = {}
+        for override in OverridesParser.create().parse_overrides(arguments):
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                raise DataError(f"{override.input_line}: the basic sweeper sweeps only choices and ranges.")
+        return {num: list(job) for num, job in enumerate(itertools.product(*axes.values()))}
     n_trials = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
     return {num: [] for num in range(int(n_trials))} if n_trials else {}
 

@@ -1,10 +1,13 @@
-"""One report, two formats: a list of blocks rendered as Markdown and as a self-contained HTML page."""
+"""One report, two formats: a list of blocks rendered as Markdown and as a self-contained HTML page; its tables are
+DataFrames of the cells as shown, written by pandas (``to_markdown`` through tabulate, ``to_html``)."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import pandas as pd
 
 
 @dataclass
@@ -16,12 +19,6 @@ class Heading:
 @dataclass
 class Paragraph:
     text: str
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
 
 
 @dataclass
@@ -38,7 +35,7 @@ class Code:
     text: str
 
 
-Block = Heading | Paragraph | Table | Image | Code
+Block = Heading | Paragraph | pd.DataFrame | Image | Code
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }
@@ -57,11 +54,10 @@ def to_markdown(blocks: Sequence[Block]) -> str:
             lines += ["#" * block.level + " " + block.text, ""]
         elif isinstance(block, Paragraph):
             lines += [block.text, ""]
-        elif isinstance(block, Table):
-            lines.append("| " + " | ".join(_md_cell(c) for c in block.header) + " |")
-            lines.append("|" + "---|" * len(block.header))
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-            lines.append("")
+        elif isinstance(block, pd.DataFrame):
+            # One line per row: tabulate neither escapes "|" nor keeps a line break inside a pipe-table cell.
+            cells = block.astype(str).replace({r"\|": r"\\|", r"\n": " "}, regex=True)
+            lines += [cells.to_markdown(index=False, disable_numparse=True), ""]  # cells as given: "0.5000" stays
         elif isinstance(block, Image):
             lines += [f"![{block.alt}]({block.path})", ""]
         elif isinstance(block, Code):
@@ -80,10 +76,8 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
             parts.append(f"<p>{html.escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.header)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(block, pd.DataFrame):
+            parts.append(block.to_html(index=False, border=0, justify="left"))  # cells escaped
         elif isinstance(block, Image):
             parts.append(f'<img src="{html.escape(block.path)}" alt="{html.escape(block.alt)}">')
         elif isinstance(block, Code):
@@ -92,7 +86,3 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             )
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

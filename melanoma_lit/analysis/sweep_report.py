@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import OmegaConf
 
 from melanoma_lit.analysis.cv import (
@@ -36,7 +37,7 @@ from melanoma_lit.analysis.predictions import (
     out_of_fold,
     read_predictions,
 )
-from melanoma_lit.analysis.render import Block, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
+from melanoma_lit.analysis.render import Block, Code, Heading, Image, Paragraph, to_html, to_markdown
 from melanoma_lit.errors import MelanomaLitError
 from melanoma_lit.metrics.isic import confusion_matrix
 from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
@@ -176,7 +177,7 @@ def _summary_blocks(analysis: _Analysis, out: Path, files: ReportFiles) -> list[
             "Final validation metrics of each job's best checkpoint (metrics.json), averaged over the completed "
             "folds of each configuration; ± is the sample standard deviation (ddof=1)."
         ),
-        Table(["configuration", "folds completed", *analysis.metrics.values()], rows),
+        pd.DataFrame(rows, columns=["configuration", "folds completed", *analysis.metrics.values()]),
     ]
     if analysis.plotted:
         groups = {label: analysis.groups[label] for label in analysis.plotted}
@@ -213,7 +214,7 @@ def _oof_blocks(analysis: _Analysis, out: Path, files: ReportFiles) -> list[Bloc
             "the model that did not train on it) and scored as one set; the ensemble averages the configurations' "
             "probabilities per image. Stacked predictions: oof_<configuration>.csv."
         ),
-        Table(["configuration", "images", "folds", *analysis.metrics.values()], rows),
+        pd.DataFrame(rows, columns=["configuration", "images", "folds", *analysis.metrics.values()]),
         *figures,
     ]
 
@@ -238,7 +239,7 @@ def _test_blocks(analysis: _Analysis) -> list[Block]:
             "Mean test-set probability of each configuration's fold models (fold ensemble), and of all "
             "configurations' fold ensembles (backbone ensemble)."
         ),
-        Table(["ensemble", "images", *analysis.metrics.values()], rows),
+        pd.DataFrame(rows, columns=["ensemble", "images", *analysis.metrics.values()]),
     ]
 
 
@@ -273,15 +274,15 @@ def _job_blocks(analysis: _Analysis) -> list[Block]:
         )
     blocks: list[Block] = [
         Heading("Jobs"),
-        Table(["job", "overrides", "status", monitor, "seconds", "configuration", "folder"], rows),
+        pd.DataFrame(rows, columns=["job", "overrides", "status", monitor, "seconds", "configuration", "folder"]),
     ]
     problems = [job for job in jobs if job.status != COMPLETED]
     if problems:
         blocks += [
             Heading("Failed, unfinished and missing jobs"),
-            Table(
-                ["job", "overrides", "status", "error"],
+            pd.DataFrame(
                 [[str(j.num), _shown(j, varying), j.status, _problem(j)] for j in problems],
+                columns=["job", "overrides", "status", "error"],
             ),
         ]
         blocks += [Code(f"job {j.num} traceback", j.traceback) for j in problems if j.traceback]

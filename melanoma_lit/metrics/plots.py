@@ -1,4 +1,5 @@
-"""Pictures of the ISIC metrics: ROC and precision-recall curves, confusion matrices."""
+"""Pictures of the ISIC metrics: ROC and precision-recall curves, confusion matrices, drawn by scikit-learn's
+displays on an Agg figure of their own (no pyplot state)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import sklearn.metrics
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.metrics.isic import ArrayLike, both_labels, check_inputs
@@ -18,50 +20,35 @@ def plot_roc_curves(
     probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str], path: str | Path
 ) -> Path:
     """One ROC curve per class over its known entries; classes with a single label value are named in the title."""
-    p, t, k = check_inputs(probs, targets, known, classes)
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    skipped = []
-    for column, cls in enumerate(classes):
-        rows = k[:, column]
-        truth, score = t[rows, column], p[rows, column]
-        if not both_labels(truth):
-            skipped.append(cls)
-            continue
-        fpr, tpr, _ = sklearn.metrics.roc_curve(truth, score)
-        axes.plot(fpr, tpr, label=f"{cls} (AUC {sklearn.metrics.roc_auc_score(truth, score):.3f})")
-    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    figure, axes = _figure(6.0)
+    curves, skipped = _curves(probs, targets, known, classes)
+    for index, (cls, truth, score) in enumerate(curves):
+        display = RocCurveDisplay.from_predictions(
+            truth,
+            score,
+            name=cls,
+            ax=axes,
+            plot_chance_level=index == len(curves) - 1,  # once, last in the legend
+            chance_level_kw={"color": "grey", "linewidth": 0.8},
+        )
+        display.line_.set_label(f"{cls} (AUC {display.roc_auc:.3f})")
     axes.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
     axes.set_title("ROC" + (f" (no ROC: {', '.join(skipped)})" if skipped else ""))
-    if len(skipped) < len(classes):
-        axes.legend(loc="lower right", fontsize="small")
-    return save_figure(figure, path)
+    return _legend_and_save(figure, axes, "lower right", path)
 
 
 def plot_pr_curves(
     probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str], path: str | Path
 ) -> Path:
     """One precision-recall curve per class over its known entries, with its average precision."""
-    p, t, k = check_inputs(probs, targets, known, classes)
-    figure = Figure(figsize=(6, 6))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    skipped = []
-    for column, cls in enumerate(classes):
-        rows = k[:, column]
-        truth, score = t[rows, column], p[rows, column]
-        if not both_labels(truth):
-            skipped.append(cls)
-            continue
-        precision, recall, _ = sklearn.metrics.precision_recall_curve(truth, score)
-        ap = sklearn.metrics.average_precision_score(truth, score)
-        axes.step(recall, precision, where="post", label=f"{cls} (AP {ap:.3f})")
+    figure, axes = _figure(6.0)
+    curves, skipped = _curves(probs, targets, known, classes)
+    for cls, truth, score in curves:
+        display = PrecisionRecallDisplay.from_predictions(truth, score, name=cls, ax=axes)
+        display.line_.set_label(f"{cls} (AP {display.average_precision:.3f})")
     axes.set(xlabel="recall (sensitivity)", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
     axes.set_title("Precision-recall" + (f" (none: {', '.join(skipped)})" if skipped else ""))
-    if len(skipped) < len(classes):
-        axes.legend(loc="lower left", fontsize="small")
-    return save_figure(figure, path)
+    return _legend_and_save(figure, axes, "lower left", path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | Path) -> Path:
@@ -74,17 +61,17 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str 
         )
     totals = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
-    size = 1.5 + 0.6 * len(classes)
-    figure = Figure(figsize=(size, size))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (row, column), count in np.ndenumerate(matrix):
-        colour = "white" if shares[row, column] > 0.5 else "black"
-        axes.text(column, row, f"{count:g}", ha="center", va="center", color=colour, fontsize="small")
-    ticks = range(len(classes))
-    axes.set_xticks(ticks, labels=list(classes), rotation=45)
-    axes.set_yticks(ticks, labels=list(classes))
+    figure, axes = _figure(1.5 + 0.6 * len(classes))
+    display = ConfusionMatrixDisplay(shares, display_labels=list(classes)).plot(
+        ax=axes,
+        cmap="Blues",
+        colorbar=False,
+        xticks_rotation=45,
+        im_kw={"vmin": 0.0, "vmax": 1.0},
+        text_kw={"fontsize": "small"},
+    )
+    for text, count in zip(display.text_.flat, matrix.flat, strict=True):  # the colour is the share, the text the count
+        text.set_text(f"{count:g}")
     axes.set(xlabel="predicted", ylabel="true", title="Confusion matrix (colour: row share)")
     return save_figure(figure, path)
 
@@ -96,3 +83,32 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path
+
+
+def _figure(size: float) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(size, size))
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _curves(
+    probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str]
+) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[str]]:
+    """Per class, its known entries' truth and score; and the classes without both label values (no curve)."""
+    p, t, k = check_inputs(probs, targets, known, classes)
+    curves, skipped = [], []
+    for column, cls in enumerate(classes):
+        rows = k[:, column]
+        truth, score = t[rows, column], p[rows, column]
+        if both_labels(truth):
+            curves.append((cls, truth, score))
+        else:
+            skipped.append(cls)
+    return curves, skipped
+
+
+def _legend_and_save(figure: Figure, axes: Axes, loc: str, path: str | Path) -> Path:
+    """One legend over the relabelled curves, in place of the one each display drew with its own labels."""
+    if axes.lines:
+        axes.legend(loc=loc, fontsize="small")
+    return save_figure(figure, path)
