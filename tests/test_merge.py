@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -77,7 +78,11 @@ def test_2017_test_images_stay_test(merged, years: list[pd.DataFrame]) -> None:
 
 
 def test_missing_images_are_an_error_by_default(years: list[pd.DataFrame]) -> None:
-    with pytest.raises(DataError, match=r"12571 of 25336 images.*allow_missing=true"):
+    folder = next(p for table in years for p in table.attrs["image_dirs"] if p.endswith("ISIC_2019_Training_Input"))
+    expected = "12571 of 25336 images have no file on disk: isic2019: 12571 (first: ISIC_0000058, "
+    with pytest.raises(
+        DataError, match=re.escape(expected) + f".*looked in {re.escape(folder)} \\(which does not exist\\)"
+    ):
         merge_sources(years)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,10 +163,13 @@ def _spec(compose_train, root: Path, *overrides: str) -> DataSpec:
 
 def test_ids_without_an_image_file_fail_or_are_dropped_and_counted(compose_train, synthetic_copy: Path) -> None:
     (synthetic_copy / "ISIC_2019_Training_Input" / "ISIC_0000005.jpg").unlink()
-    with pytest.raises(DataError, match=r"1 of 96 images have no file on disk \(first: ISIC_0000005\).*allow_missing"):
+    folder = synthetic_copy / "ISIC_2019_Training_Input"
+    expected = f"1 of 96 images have no file on disk: isic2019: 1 (first: ISIC_0000005), looked in {folder}."
+    with pytest.raises(DataError, match=re.escape(expected) + ".*allow_missing"):
         build_splits(_spec(compose_train, synthetic_copy))
     splits = build_splits(_spec(compose_train, synthetic_copy, "data.allow_missing=true"))
     assert splits.summary["missing_images_dropped"] == 1 and splits.summary["pool"] == 95
+    assert splits.summary["missing_images_per_source"] == {"isic2019": 1}
 
 
 @pytest.mark.parametrize("fold", ["5", "-1", "first"])

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from melanoma_lit.data.folds import load_or_create_folds, split_by_fold
-from melanoma_lit.data.merge import MergeReport, merge_sources, remove_leakage
-from melanoma_lit.data.sources import read_source
+from melanoma_lit.data.merge import MergeReport, merge_sources, remove_leakage, with_known_groups
+from melanoma_lit.data.sources import find_grouping_files, read_grouping, read_source
 from melanoma_lit.data.synthetic import ensure_synthetic
 from melanoma_lit.data.table import empty_table
 from melanoma_lit.errors import ConfigError
@@ -55,6 +55,7 @@ class DataSpec:
     fold_seed: int = 0
     cache_dir: str = ".cache/melanoma_lit"
     synthetic: SyntheticSpec | None = None
+    lesion_metadata: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # checked before any data is read, so a typo in a sweep fails at once
@@ -123,17 +124,51 @@ def load_test(spec: DataSpec) -> pd.DataFrame:
 
 
 def folds_path(spec: DataSpec, pool: pd.DataFrame) -> Path:
-    """One folds file per distinct image set, so every job of a sweep shares the same folds."""
-    digest = hashlib.sha1("\n".join(sorted(pool["image_id"])).encode()).hexdigest()[:10]
+    """One folds file per distinct image set and grouping, so every job of a sweep shares the same folds (and
+    lesion ids found later, e.g. by the leakage guard, make new folds rather than reuse ungrouped ones)."""
+    rows = pool["image_id"] + " " + pool["lesion_id"] + " " + pool["patient_id"]
+    digest = hashlib.sha1("\n".join(sorted(rows)).encode()).hexdigest()[:10]
     return Path(spec.cache_dir) / "folds" / f"{spec.name}-k{spec.num_folds}-seed{spec.fold_seed}-{digest}.csv"
+
+
+def known_groups(spec: DataSpec, pool: pd.DataFrame) -> pd.DataFrame:
+    """Every image's lesion and patient ids that the data knows: the pool's own, then those of
+    ``data.lesion_metadata`` and of the official grouping files beside any configured source or test set."""
+    roots = [source.root for source in spec.sources]
+    if spec.test in spec.test_sets:
+        roots.append(spec.test_sets[spec.test].root)
+    files = [*map(Path, spec.lesion_metadata), *find_grouping_files(roots)]
+    log.info("leakage guard: lesion/patient ids from the sources and %s", [str(path) for path in files] or "no file")
+    return pd.concat([pool[["image_id", "lesion_id", "patient_id"]], *map(read_grouping, files)], ignore_index=True)
+
+
+def official_tests_in(spec: DataSpec, pool: pd.DataFrame) -> dict[str, int]:
+    """How many images of each official test set of the configured sources are in ``pool``."""
+    configured = {source.name for source in spec.sources}
+    counts = {}
+    for name, source in spec.test_sets.items():
+        if source.name in configured and name != spec.test:
+            held_out = _read(source)["image_id"]
+            counts[name] = int(pool["image_id"].isin(held_out).sum())
+    return {name: count for name, count in counts.items() if count}
 
 
 def build_splits(spec: DataSpec) -> DataSplits:
     pool, report = load_pool(spec)
     test = load_test(spec)
-    pool, n_leaking = remove_leakage(pool, test) if len(test) else (pool, 0)
-    if n_leaking:
+    n_leaking = 0
+    if len(test):
+        groups = known_groups(spec, pool)
+        pool, test = with_known_groups(pool, groups), with_known_groups(test, groups)
+        pool, n_leaking = remove_leakage(pool, test)
         log.info("removed %d training/validation images sharing an image or lesion with %s", n_leaking, spec.test)
+    tests_in_pool = official_tests_in(spec, pool)
+    if tests_in_pool:
+        _warn_once(
+            f"the training pool holds official test images ({', '.join(f'{k}: {v}' for k, v in tests_in_pool.items())})"
+            ": right for a final model, but scores on those test sets would be inflated. Hold them out with "
+            f"data.test={next(iter(tests_in_pool))} before scoring on it."
+        )
     if spec.fold == "official":
         train, val = pool[pool["split"] == "train"], pool[pool["split"] == "val"]
         fold_file = None
@@ -147,7 +182,19 @@ def build_splits(spec: DataSpec) -> DataSplits:
         "val": len(val),
         "test": len(test),
         "removed_for_leakage": n_leaking,
+        "official_test_in_pool": tests_in_pool,
         "missing_images_dropped": report.n_missing_images,
+        "missing_images_per_source": report.missing_per_source,
         "folds_file": str(fold_file) if fold_file else None,
     }
     return DataSplits(train.reset_index(drop=True), val.reset_index(drop=True), test, summary)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Once per process: cross-validation builds the splits of every fold in one job."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from melanoma_lit.data.sources import IMAGE_DIRS
 from melanoma_lit.data.table import check_unique_ids, known_column, normalise_table
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.errors import ConfigError, DataError
@@ -46,6 +47,7 @@ class MergeReport:
     conflicts: list[LabelConflict] = field(default_factory=list)
     n_missing_images: int = 0
     missing_ids: list[str] = field(default_factory=list)
+    missing_per_source: dict[str, int] = field(default_factory=dict)
     n_rows: int = 0
 
     def summary(self) -> str:
@@ -111,6 +113,12 @@ def _combine_labels(stacked: pd.DataFrame, merged: pd.DataFrame, classes: Sequen
     return conflicts
 
 
+def _missing_in(source: str, count: int, ids: pd.Index, folders: Sequence[str]) -> str:
+    """``isic2019: 12571 (first: ...), looked in <folder> (which does not exist)`` for the missing-images message."""
+    looked = ", ".join(f"{folder}{'' if os.path.isdir(folder) else ' (which does not exist)'}" for folder in folders)
+    return f"{source}: {count} (first: {', '.join(ids[:_SHOWN])})" + (f", looked in {looked}" if looked else "")
+
+
 def merge_sources(
     tables: Sequence[pd.DataFrame], classes: Sequence[str] = ISIC_CLASSES, allow_missing: bool = False
 ) -> tuple[pd.DataFrame, MergeReport]:
@@ -121,8 +129,10 @@ def merge_sources(
     unless ``allow_missing``, which drops and counts them."""
     if not tables:
         raise ConfigError("merge_sources: no tables to merge; configure at least one data source.")
-    parts = []
+    parts, searched = [], {}
     for position, table in enumerate(tables):
+        for source in table["source"].unique() if "source" in table else []:
+            searched.setdefault(source, []).extend(table.attrs.get(IMAGE_DIRS, []))
         part = _checked(table, classes, position)
         part["_priority"] = _priority(part["source"], position, len(tables))
         parts.append(part)
@@ -153,8 +163,14 @@ def merge_sources(
     )
     missing = merged.index[merged["path"] == ""]
     if len(missing):
+        per_source = merged.loc[missing, "source"].value_counts()
         report.n_missing_images, report.missing_ids = len(missing), list(missing[:_SHOWN])
-        message = f"{len(missing)} of {len(merged)} images have no file on disk (first: {', '.join(missing[:_SHOWN])})"
+        report.missing_per_source = {str(source): int(count) for source, count in per_source.items()}
+        where = "; ".join(
+            _missing_in(source, count, missing[merged.loc[missing, "source"] == source], searched.get(source, []))
+            for source, count in per_source.items()
+        )
+        message = f"{len(missing)} of {len(merged)} images have no file on disk: {where}"
         if not allow_missing:
             raise DataError(
                 f"{message}. Point each source's root at the folder that holds its images, "
@@ -166,6 +182,18 @@ def merge_sources(
     report.n_rows = len(table)
     log.info(report.summary())
     return table, report
+
+
+def with_known_groups(table: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its empty ``lesion_id`` / ``patient_id`` filled from ``groups`` (image_id, lesion_id,
+    patient_id; the first non-empty id of an image wins), so the leakage guard sees every lesion the data knows:
+    an ISIC 2017 test image has no lesion id in its own files, but the ISIC 2019 metadata gives it one."""
+    table = table.copy()
+    for column in ("lesion_id", "patient_id"):
+        known = groups.loc[groups[column] != "", ["image_id", column]].drop_duplicates("image_id")
+        found = table["image_id"].map(known.set_index("image_id")[column]).fillna("")
+        table[column] = table[column].where(table[column] != "", found)
+    return table
 
 
 def remove_leakage(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, int]:

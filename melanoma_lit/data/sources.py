@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 DUPLICATES_DROPPED = "duplicates_dropped"
+IMAGE_DIRS = "image_dirs"  # table.attrs: the folders a reader looked for its images in (named when files are missing)
 _ID_SUFFIX = re.compile(r"(_downsampled|\s*\(\d+\))$")
 _ISIC_ID = r"ISIC_\d{7}"
 _NOT_LESION_IMAGES = ("_superpixels",)  # ISIC 2017's superpixel maps sit beside the images
@@ -202,10 +203,13 @@ def _forget(frame: pd.DataFrame, rows: pd.Series, classes: Sequence[str]) -> Non
         frame.loc[rows, [cls, known_column(cls)]] = 0.0
 
 
-def _finish(frame: pd.DataFrame, source: str, classes: Sequence[str] = ISIC_CLASSES) -> pd.DataFrame:
+def _finish(
+    frame: pd.DataFrame, source: str, classes: Sequence[str] = ISIC_CLASSES, image_dirs: Sequence[Path] = ()
+) -> pd.DataFrame:
     frame["source"] = source
     table = normalise_table(frame, classes)
     check_unique_ids(table, source)
+    table.attrs[IMAGE_DIRS] = [str(folder) for folder in image_dirs]
     return table
 
 
@@ -221,7 +225,7 @@ def read_isic2017(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
     """
     root = _require_dir(root)
     _check_splits(splits, "read_isic2017")
-    frames = []
+    frames, image_dirs = [], []
     for split in splits:
         name = _ISIC2017_SPLITS[split]
         truth_path = root / f"ISIC-2017_{name}_Part3_GroundTruth.csv"
@@ -242,10 +246,11 @@ def read_isic2017(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
                 }
             )
             frame = frame.merge(meta, on="image_id", how="left")
-        frame["path"] = _image_paths(truth["image_id"], root / f"ISIC-2017_{name}_Data")
+        image_dirs.append(root / f"ISIC-2017_{name}_Data")
+        frame["path"] = _image_paths(truth["image_id"], image_dirs[-1])
         frame["split"] = split
         frames.append(frame)
-    return _finish(pd.concat(frames, ignore_index=True), "isic2017")
+    return _finish(pd.concat(frames, ignore_index=True), "isic2017", image_dirs=image_dirs)
 
 
 _ISIC2018_SPLITS = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -290,7 +295,7 @@ def read_isic2018(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
     """
     root = _require_dir(root)
     _check_splits(splits, "read_isic2018")
-    frames = []
+    frames, image_dirs = [], []
     for split in splits:
         name = _ISIC2018_SPLITS[split]
         truth_path = root / f"ISIC2018_Task3_{name}_GroundTruth.csv"
@@ -303,13 +308,14 @@ def read_isic2018(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
         label = one_hot.idxmax(axis=1)
         frame = pd.DataFrame({"image_id": canonical_image_id(truth["image"])}).join(_one_hot(label, ISIC_CLASSES))
         _forget(frame, label == "AKIEC", ("AK", "SCC"))
-        frame["path"] = _image_paths(truth["image"], root / f"ISIC2018_Task3_{name}_Input")
+        image_dirs.append(root / f"ISIC2018_Task3_{name}_Input")
+        frame["path"] = _image_paths(truth["image"], image_dirs[-1])
         frame["split"] = split
         frames.append(frame)
     if not frames:
         raise DataError(f"{root}: no ISIC 2018 Task 3 ground truth for splits {list(splits)}.")
     table = pd.concat(frames, ignore_index=True).merge(_isic2018_lesions(root), on="image_id", how="left")
-    return _finish(table, "isic2018")
+    return _finish(table, "isic2018", image_dirs=image_dirs)
 
 
 def read_isic2019(root: str | Path) -> pd.DataFrame:
@@ -340,10 +346,11 @@ def read_isic2019(root: str | Path) -> pd.DataFrame:
             }
         )
         table = table.merge(meta, on="image", how="left")
-    table["path"] = _image_paths(table["image"], root / "ISIC_2019_Training_Input")
+    image_dir = root / "ISIC_2019_Training_Input"
+    table["path"] = _image_paths(table["image"], image_dir)
     table["image_id"] = canonical_image_id(table["image"])
     table["split"] = "train"
-    return _finish(table, "isic2019")
+    return _finish(table, "isic2019", image_dirs=[image_dir])
 
 
 _ISIC2020_TRUTH = ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv", "train.csv")
@@ -401,7 +408,7 @@ def read_isic2020(root: str | Path, drop_duplicates: bool = True) -> pd.DataFram
     if drop_duplicates and duplicates.exists():
         frame, dropped = drop_listed_duplicates(frame, duplicates)
         log.info("isic2020: dropped %d images listed in %s", dropped, duplicates.name)
-    table = _finish(frame, "isic2020")
+    table = _finish(frame, "isic2020", image_dirs=[image_dir])
     table.attrs[DUPLICATES_DROPPED] = dropped
     return table
 
@@ -531,6 +538,48 @@ SOURCES: dict[str, Callable[..., pd.DataFrame]] = {
     "isic2020": read_isic2020,
     "folder": read_folder,
 }
+
+
+# Official files that tie images to lesions or patients; the leakage guard looks for them beside each download.
+GROUPING_FILES: tuple[str, ...] = (
+    "ISIC_2019_Training_Metadata.csv",
+    "HAM10000_metadata.csv",
+    *(f"ISIC2018_Task3_{name}_LesionGroupings.csv" for name in _ISIC2018_SPLITS.values()),
+    *_ISIC2020_TRUTH,
+)
+_GROUPING_ID_COLUMNS = ("image", "image_id", "image_name")
+
+
+def find_grouping_files(roots: Sequence[str | Path]) -> list[Path]:
+    """The GROUPING_FILES in each of ``roots`` and in the folders beside it (the official downloads laid out
+    side by side under one data folder, as the README shows)."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(os.path.abspath(root))  # as given: a linked download's neighbours are the link's
+        for folder in [root, *(sorted(p for p in root.parent.iterdir() if p.is_dir()) if root.parent.is_dir() else [])]:
+            found.update(path for name in GROUPING_FILES if (path := folder / name).is_file())
+    return sorted(found)
+
+
+def read_grouping(path: str | Path) -> pd.DataFrame:
+    """``image_id, lesion_id, patient_id`` (empty where the file has none) from any CSV naming its images in an
+    ``image``, ``image_id`` or ``image_name`` column and holding ``lesion_id`` and/or ``patient_id``."""
+    path = Path(path)
+    frame = _read_csv(path, [])
+    id_column = next((c for c in _GROUPING_ID_COLUMNS if c in frame.columns), None)
+    if id_column is None or not {"lesion_id", "patient_id"} & set(frame.columns):
+        raise DataError(
+            f"{path}: not a lesion grouping file; it needs an image column ({' or '.join(_GROUPING_ID_COLUMNS)}) "
+            f"and lesion_id and/or patient_id, found {list(frame.columns)[:20]}. Point data.lesion_metadata at the "
+            "ISIC 2019 training metadata, HAM10000_metadata.csv, an ISIC 2018 LesionGroupings file or the ISIC 2020 "
+            "training ground truth."
+        )
+    return pd.DataFrame(
+        {
+            "image_id": canonical_image_id(frame[id_column]),
+            **{column: _optional(frame, column).fillna("").str.strip() for column in ("lesion_id", "patient_id")},
+        }
+    )
 
 
 def read_source(name: str, root: str | Path, **kwargs: object) -> pd.DataFrame:
