@@ -30,6 +30,7 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from melanoma_lit.data.images import load_rgb
+from melanoma_lit.data.locks import exclusive
 from melanoma_lit.errors import ConfigError, DataError
 
 CACHE_SUFFIX = ".jpg"
@@ -88,8 +89,16 @@ def prepare_cache(
     their size (JPEGs are copied byte for byte). Corrupt originals are listed in the report, not fatal.
     """
     _check_options(side, workers, quality)
+    lock_file = Path(cache_root) / "resized" / f".s{side}.lock"
+    with exclusive(lock_file, f"the s{side} resize cache in {cache_root}"):  # one process writes a side's files
+        return _prepare(table, Path(cache_root), side, workers, quality, progress)
+
+
+def _prepare(
+    table: pd.DataFrame, cache_root: Path, side: int, workers: int | None, quality: int, progress: bool
+) -> PrepareReport:
     started = time.perf_counter()
-    jobs = _jobs(table, Path(cache_root), side)
+    jobs = _jobs(table, cache_root, side)
     _refuse_original_folders(jobs)
     folders = {target.parent for target in jobs}
     for folder in folders:
@@ -97,7 +106,7 @@ def prepare_cache(
         _remove_temp_files(folder)
     done = {folder / name for folder in folders for name in _finished_names(folder)}
     todo = [(source, str(target)) for target, source in jobs.items() if target not in done]
-    report = PrepareReport(side=side, folder=str(Path(cache_root) / "resized" / f"s{side}"), total=len(jobs))
+    report = PrepareReport(side=side, folder=str(cache_root / "resized" / f"s{side}"), total=len(jobs))
     report.skipped = len(jobs) - len(todo)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     chunks = _run(todo, side, quality, workers or available_cores())

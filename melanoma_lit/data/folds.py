@@ -14,6 +14,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
+from melanoma_lit.data.locks import exclusive
 from melanoma_lit.data.table import primary_label
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.errors import ConfigError, DataError
@@ -117,10 +118,16 @@ def load_or_create_folds(
     classes: Sequence[str] = ISIC_CLASSES,
 ) -> pd.Series:
     """Folds saved in ``path`` (a CSV of FOLDS_COLUMNS), created on first use: every backbone of a sweep
-    then trains and validates on identical folds. Written atomically, so parallel runs cannot read half a file."""
+    then trains and validates on identical folds. Made by one process of those that start together (the others wait
+    and read it), and written atomically, so no run reads half a file."""
     path = Path(path)
-    if path.exists():
-        return _load(table, path, num_folds, seed)
+    with exclusive(path.with_name(f".{path.name}.lock"), f"the folds file {path}"):
+        if path.exists():
+            return _load(table, path, num_folds, seed)
+        return _create(table, path, num_folds, seed, classes)
+
+
+def _create(table: pd.DataFrame, path: Path, num_folds: int, seed: int, classes: Sequence[str]) -> pd.Series:
     groups = group_ids(table)
     folds = _assign(table, groups, num_folds, seed, classes)
     frame = pd.DataFrame(

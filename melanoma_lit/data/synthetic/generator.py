@@ -7,6 +7,7 @@ generator's: only such a folder is cleared, and ``ensure_synthetic`` reuses a co
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -18,12 +19,15 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from melanoma_lit.data.locks import exclusive
 from melanoma_lit.data.synthetic.cohort import DEFAULT_CLASS_FREQUENCIES, plan_lesions
 from melanoma_lit.data.synthetic.layouts import ISIC2017_CLASSES, LAYOUTS, Job, layout_dirs, place, write_tables
 from melanoma_lit.data.synthetic.lesions import RECIPES
 from melanoma_lit.data.synthetic.render import photograph, random_skin_tone
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # Bump when the drawing changes: ensure_synthetic then regenerates cached folders.
 GENERATOR_VERSION = 1
@@ -140,12 +144,32 @@ def generate(
     ``class_frequencies`` maps classes to relative image frequencies (absent classes get none).
     The folder is cleared first; ``.complete`` holding the parameters is written last.
     """
+    out = Path(out).expanduser().resolve()
+    with exclusive(_lock_file(out), f"the synthetic set {out}"):
+        return _generate(out, n, size, layout, seed, workers, class_frequencies, progress)
+
+
+def _lock_file(out: Path) -> Path:
+    """Beside the folder, not in it: generating clears the folder."""
+    return out.parent / f".{out.name}.lock"
+
+
+def _generate(
+    out: Path,
+    n: int,
+    size: int | tuple[int, int],
+    layout: str,
+    seed: int,
+    workers: int | None,
+    class_frequencies: dict[str, float] | None,
+    progress: bool,
+) -> Path:
     params = _parameters(n, size, layout, seed, class_frequencies)
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ConfigError(f"synthetic workers={workers}: give an int >= 1 (or None for all cores).")
-    out = Path(out).expanduser().resolve()
     _prepare_out(out)
+    log.info("generating %d synthetic images (%s layout, seed %d) into %s", params["n"], layout, params["seed"], out)
     (out / _STARTED_MARKER).write_text(json.dumps(params, indent=2))
 
     lesions = plan_lesions(params["n"], params["class_frequencies"], params["seed"])
@@ -178,11 +202,12 @@ def ensure_synthetic(
     out = Path(out).expanduser().resolve()
     marker = out / COMPLETE_MARKER
     wanted = _parameters(n, size, layout, seed, class_frequencies)
-    if marker.exists():
-        try:
-            found = json.loads(marker.read_text())
-        except json.JSONDecodeError:
-            found = None
-        if found == wanted:
-            return out
-    return generate(out, n, size, layout, seed, workers, class_frequencies, progress)
+    with exclusive(_lock_file(out), f"the synthetic set {out}"):
+        if marker.exists():
+            try:
+                found = json.loads(marker.read_text())
+            except json.JSONDecodeError:
+                found = None
+            if found == wanted:
+                return out
+        return _generate(out, n, size, layout, seed, workers, class_frequencies, progress)
