@@ -14,7 +14,20 @@ from typing import Any
 
 from melanoma_lit.errors import MelanomaLitError, user_message
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def _config_dir() -> Path:
+    """The Hydra configs: ``conf/`` inside the package where a wheel put it, else the checkout's ``conf/`` beside
+    the package (an editable install, or the source folder on the path), so edits there take effect at once.
+
+    Looked up beside this file rather than imported as ``melanoma_lit.conf``: an editable install of another
+    checkout maps that name to its own ``conf/``, which must not win over the folder beside the running code.
+    """
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if (installed / "train.yaml").is_file() else package.parent / "conf"
+
+
+CONFIG_DIR = str(_config_dir())
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Lightning 2.6 trips torch's own pytree deprecation on every predict batch: noise, not advice for our users.
