@@ -74,18 +74,57 @@ def run(main: Callable[[], Any], config_name: str) -> None:
         raise
 
 
+# Hydra's command-line flags that take a value (``--hydra-help``), by their long names; ``--info``'s is optional.
+_LONG_NAMES = {
+    "-c": "--cfg",
+    "-p": "--package",
+    "-cp": "--config-path",
+    "-cn": "--config-name",
+    "-cd": "--config-dir",
+    "-i": "--info",
+}
+_VALUE_FLAGS = ("--cfg", "--package", "--config-path", "--config-name", "--config-dir", "--experimental-rerun")
+_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def split_command_line(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """A Hydra command line's overrides, and the values of its flags by long name: ``["--cfg", "job", "a.b=1"]``
+    gives ``(["a.b=1"], {"--cfg": "job"})``. Flags without a value (``-m``, ``--resolve``) are left out."""
+    overrides: list[str] = []
+    flags: dict[str, str] = {}
+    position = 0
+    while position < len(arguments):
+        argument = arguments[position]
+        position += 1
+        if not argument.startswith("-"):
+            overrides.append(argument)
+            continue
+        name, attached, value = argument.partition("=")  # --cfg=job
+        name = _LONG_NAMES.get(name, name)
+        if not attached and position < len(arguments):
+            following = arguments[position]  # --cfg job
+            if name in _VALUE_FLAGS or (name == "--info" and following in _INFO_CHOICES):
+                attached, value = "=", following
+                position += 1
+        if attached:
+            flags[name] = value
+    return overrides, flags
+
+
 def unknown_key_hint(config_name: str, arguments: list[str]) -> str | None:
     """``Unknown key optimizer.lrr: did you mean optimizer.lr? ...`` for each ``a.b=value`` override whose key
     is not in the config composed from the other overrides; None when every key exists."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
     from omegaconf import DictConfig, OmegaConf
 
+    given, flags = split_command_line(arguments)
+    if "--config-path" in flags or "--config-dir" in flags:
+        return None  # configs from elsewhere: this folder is no reference
+    config_name = flags.get("--config-name", config_name)
     try:
-        given = get_args_parser().parse_args(arguments).overrides  # Hydra's own parser: flags such as --cfg job
         overrides = OverridesParser.create().parse_overrides(given)
     except Exception:  # Hydra has already reported the unparsable override
         return None
