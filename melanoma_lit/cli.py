@@ -49,11 +49,26 @@ def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
             message = user_message(error)
-            logging.getLogger("melanoma_lit").error("%s", message)
+            _log_to_files(message)
             print(f"\nError: {message}\n", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def _log_to_files(message: str) -> None:
+    """Record an error in the run folder's log file (Hydra's ``<job>.log``) but not on the console, where it is
+    printed once: to the file handlers that a ``melanoma_lit`` record reaches, and to no other."""
+    logger = logging.getLogger("melanoma_lit")
+    if not logger.isEnabledFor(logging.ERROR):
+        return
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        current = current.parent if current.propagate else None
 
 
 def _in_multirun() -> bool:

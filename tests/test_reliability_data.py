@@ -212,10 +212,14 @@ def _train_command(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[st
 
 
 def test_a_missing_data_root_is_a_short_error_and_exit_2(tmp_path: Path) -> None:
-    result = _train_command(tmp_path, "data=isic2017", "data.root=/nonexistent")
+    run_dir = tmp_path / "run"
+    result = _train_command(tmp_path, "data=isic2017", "data.root=/nonexistent", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2
     assert "Error: /nonexistent: folder not found. Point the source's root (data.root)" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and len(result.stderr.strip().splitlines()) <= 3
+    # once on the console (not logged there as well), and in the run folder's log
+    assert (result.stdout + result.stderr).count("/nonexistent: folder not found") == 1
+    assert "[ERROR] - /nonexistent: folder not found. Point" in (run_dir / "train.log").read_text()
 
 
 def test_full_error_keeps_the_traceback(monkeypatch) -> None:
