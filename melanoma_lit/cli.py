@@ -34,6 +34,25 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+class _NoLightningTips(logging.Filter):
+    """Lightning's ``💡 Tip: ... litlogger`` / ``litmodels`` line on every Trainer: an advertisement for its cloud
+    services, not advice for our runs. Lightning has no switch for it; this drops that line and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip:") and ("litlogger" in message or "litmodels" in message))
+
+
+# The logger Lightning's rank_zero_info writes to: lightning_utilities' own until lightning_fabric and then
+# pytorch_lightning replace it with theirs on import.
+for _name in (
+    "lightning_utilities.core.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
+):
+    logging.getLogger(_name).addFilter(_NoLightningTips())
+
+
 def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the project's own errors into one paragraph on stderr and exit code 2.
 
