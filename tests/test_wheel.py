@@ -19,7 +19,6 @@ from tests.conftest import CONF_DIR, REPO_ROOT
 # build/lib of an earlier build can slip into the wheel.
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "melanoma_lit", "conf")
 
-PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
 COMMANDS = [
     ["melanoma_lit.train", "--cfg", "job", "optimizer.lr=0.0123"],
     ["melanoma_lit.evaluate", "--cfg", "job", "ckpt=run/best.ckpt"],
@@ -49,6 +48,13 @@ print(json.dumps({"package": melanoma_lit.__file__, "config_dir": melanoma_lit.c
 """
 
 
+def _pip(*arguments: str, cwd: Path) -> None:
+    """pip of this environment, offline: the build uses its setuptools and wheel (the dev extra)."""
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *arguments, "--no-index"]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
@@ -59,12 +65,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(REPO_ROOT / name, source / name)
-    subprocess.run(
-        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(root / "dist"), str(source)],
-        check=True,
-        capture_output=True,
-        cwd=root,
-    )
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(source), cwd=root)
     (built,) = (root / "dist").glob("melanoma_lit-*.whl")
     return built
 
@@ -81,11 +82,7 @@ def test_the_wheel_holds_every_config_and_module(wheel: Path) -> None:
 
 def test_commands_compose_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    subprocess.run(
-        [*PIP, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-        check=True,
-        capture_output=True,
-    )
+    _pip("install", "--no-deps", "--target", str(site), str(wheel), cwd=tmp_path)
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "HYDRA_FULL_ERROR": "0"}
