@@ -14,11 +14,43 @@ from typing import Any
 
 from melanoma_lit.errors import MelanomaLitError, user_message
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def _config_dir() -> Path:
+    """The Hydra configs: ``conf/`` inside the package where a wheel put it, else the checkout's ``conf/`` beside
+    the package (an editable install, or the source folder on the path), so edits there take effect at once.
+
+    Looked up beside this file rather than imported as ``melanoma_lit.conf``: an editable install of another
+    checkout maps that name to its own ``conf/``, which must not win over the folder beside the running code.
+    """
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if (installed / "train.yaml").is_file() else package.parent / "conf"
+
+
+CONFIG_DIR = str(_config_dir())
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Lightning 2.6 trips torch's own pytree deprecation on every predict batch: noise, not advice for our users.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class _NoLightningTips(logging.Filter):
+    """Lightning's ``💡 Tip: ... litlogger`` / ``litmodels`` line on every Trainer: an advertisement for its cloud
+    services, not advice for our runs. Lightning has no switch for it; this drops that line and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("💡 Tip:") and ("litlogger" in message or "litmodels" in message))
+
+
+# The logger Lightning's rank_zero_info writes to: lightning_utilities' own until lightning_fabric and then
+# pytorch_lightning replace it with theirs on import.
+for _name in (
+    "lightning_utilities.core.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
+):
+    logging.getLogger(_name).addFilter(_NoLightningTips())
 
 
 def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
@@ -36,11 +68,26 @@ def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
             message = user_message(error)
-            logging.getLogger("melanoma_lit").error("%s", message)
+            _log_to_files(message)
             print(f"\nError: {message}\n", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def _log_to_files(message: str) -> None:
+    """Record an error in the run folder's log file (Hydra's ``<job>.log``) but not on the console, where it is
+    printed once: to the file handlers that a ``melanoma_lit`` record reaches, and to no other."""
+    logger = logging.getLogger("melanoma_lit")
+    if not logger.isEnabledFor(logging.ERROR):
+        return
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        current = current.parent if current.propagate else None
 
 
 def _in_multirun() -> bool:
@@ -61,18 +108,57 @@ def run(main: Callable[[], Any], config_name: str) -> None:
         raise
 
 
+# Hydra's command-line flags that take a value (``--hydra-help``), by their long names; ``--info``'s is optional.
+_LONG_NAMES = {
+    "-c": "--cfg",
+    "-p": "--package",
+    "-cp": "--config-path",
+    "-cn": "--config-name",
+    "-cd": "--config-dir",
+    "-i": "--info",
+}
+_VALUE_FLAGS = ("--cfg", "--package", "--config-path", "--config-name", "--config-dir", "--experimental-rerun")
+_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def split_command_line(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """A Hydra command line's overrides, and the values of its flags by long name: ``["--cfg", "job", "a.b=1"]``
+    gives ``(["a.b=1"], {"--cfg": "job"})``. Flags without a value (``-m``, ``--resolve``) are left out."""
+    overrides: list[str] = []
+    flags: dict[str, str] = {}
+    position = 0
+    while position < len(arguments):
+        argument = arguments[position]
+        position += 1
+        if not argument.startswith("-"):
+            overrides.append(argument)
+            continue
+        name, attached, value = argument.partition("=")  # --cfg=job
+        name = _LONG_NAMES.get(name, name)
+        if not attached and position < len(arguments):
+            following = arguments[position]  # --cfg job
+            if name in _VALUE_FLAGS or (name == "--info" and following in _INFO_CHOICES):
+                attached, value = "=", following
+                position += 1
+        if attached:
+            flags[name] = value
+    return overrides, flags
+
+
 def unknown_key_hint(config_name: str, arguments: list[str]) -> str | None:
     """``Unknown key optimizer.lrr: did you mean optimizer.lr? ...`` for each ``a.b=value`` override whose key
     is not in the config composed from the other overrides; None when every key exists."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
     from omegaconf import DictConfig, OmegaConf
 
+    given, flags = split_command_line(arguments)
+    if "--config-path" in flags or "--config-dir" in flags:
+        return None  # configs from elsewhere: this folder is no reference
+    config_name = flags.get("--config-name", config_name)
     try:
-        given = get_args_parser().parse_args(arguments).overrides  # Hydra's own parser: flags such as --cfg job
         overrides = OverridesParser.create().parse_overrides(given)
     except Exception:  # Hydra has already reported the unparsable override
         return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 # A small synthetic set shared by the tests that train (generated once per session).
 SMALL_SYNTHETIC = ("data.synthetic.n=96", "data.synthetic.size=64")
+
+
+def run_command(command: str, *arguments: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m melanoma_lit.<command> ARGUMENTS`` as a user runs it from ``cwd``, with this checkout's package
+    and ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", f"melanoma_lit.{command}", *arguments],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def shared_data_root() -> Path:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from melanoma_lit.cli import unknown_key_hint
+from melanoma_lit.cli import split_command_line, unknown_key_hint
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 GROUPS = ["backbone", "data", "augment", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -87,6 +87,21 @@ def test_key_hints_follow_the_chosen_groups_and_suggest_close_names() -> None:
     assert len(hint.splitlines()) == 1  # data.fold exists: no hint for it
     assert unknown_key_hint("train", ["backbone=resnet152", "optimizer.lr=0.1", "+extra.key=1"]) is None
     assert unknown_key_hint("train", ["backbone=resnet152,resnet18", "optimizer.lrr=0.1"]) is None  # a sweep
+
+
+def test_key_hints_read_past_hydras_flags_and_their_values() -> None:
+    for flags in (["--cfg", "job"], ["-c", "job", "--resolve"], ["--cfg=job", "-p", "optimizer"], ["-cn", "train"]):
+        hint = unknown_key_hint("train", [*flags, "optimizer.lrr=0.1"])
+        assert hint is not None and hint.startswith("Unknown key optimizer.lrr: did you mean optimizer.lr?"), flags
+    assert split_command_line(["-m", "--cfg", "job", "a.b=1", "--info", "c=2", "-i", "defaults", "d=3"]) == (
+        ["a.b=1", "c=2", "d=3"],
+        {"--cfg": "job", "--info": "defaults"},
+    )
+    assert split_command_line(["-cn", "evaluate", "--config-dir=/x", "-h"]) == (
+        [],
+        {"--config-name": "evaluate", "--config-dir": "/x"},
+    )
+    assert unknown_key_hint("train", ["-cd", "/elsewhere", "optimizer.lrr=0.1"]) is None  # not our configs
 
 
 def test_default_precision_is_bf16_on_a_cuda_gpu_and_full_on_cpu(compose_train, monkeypatch) -> None:

@@ -9,11 +9,9 @@ close-name hint for a timm name (test_models).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +28,7 @@ from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.train import build_datamodule
-from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
+from tests.conftest import SMALL_SYNTHETIC, run_command
 from tests.fake_isic import write_csv, write_isic2017, write_isic2018, write_isic2019
 
 LABELS = {"ISIC_0000001": "MEL", "ISIC_0000002": "NV", "ISIC_0000003": "BCC"}
@@ -205,21 +203,18 @@ def test_an_unknown_backbone_name_suggests_close_ones(compose_train) -> None:
 
 def _train_command(cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     """``python -m melanoma_lit.train`` as a user runs it, without HYDRA_FULL_ERROR."""
-    return subprocess.run(
-        [sys.executable, "-m", "melanoma_lit.train", *overrides],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_command("train", *overrides, cwd=cwd, HYDRA_FULL_ERROR="0")
 
 
 def test_a_missing_data_root_is_a_short_error_and_exit_2(tmp_path: Path) -> None:
-    result = _train_command(tmp_path, "data=isic2017", "data.root=/nonexistent")
+    run_dir = tmp_path / "run"
+    result = _train_command(tmp_path, "data=isic2017", "data.root=/nonexistent", f"hydra.run.dir={run_dir}")
     assert result.returncode == 2
     assert "Error: /nonexistent: folder not found. Point the source's root (data.root)" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and len(result.stderr.strip().splitlines()) <= 3
+    # once on the console (not logged there as well), and in the run folder's log
+    assert (result.stdout + result.stderr).count("/nonexistent: folder not found") == 1
+    assert "[ERROR] - /nonexistent: folder not found. Point" in (run_dir / "train.log").read_text()
 
 
 def test_full_error_keeps_the_traceback(monkeypatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.models.module import LesionClassifier
 from melanoma_lit.train import cross_validate, train
-from tests.conftest import SMALL_SYNTHETIC
+from tests.conftest import SMALL_SYNTHETIC, run_command
 
 # The three large backbones cost ~20 s each on 2 CPU cores: they run in `make test-full`.
 BACKBONES = [
@@ -27,6 +28,28 @@ BACKBONES = [
 def test_fast_dev_run_at_native_size(compose_train, backbone: str) -> None:
     cfg = compose_train(f"backbone={backbone}", "debug=fast_dev_run", "data.batch_size=2", *SMALL_SYNTHETIC)
     assert train(cfg) == {}
+
+
+def test_the_command_shows_no_lightning_advertisement(tmp_path: Path, cache_dir: Path) -> None:
+    """The command as a user runs it: no "💡 Tip: ... litlogger" line on the console or in train.log."""
+    run = tmp_path / "run"
+    overrides = [
+        "debug=fast_dev_run",
+        "trainer.accelerator=cpu",
+        "backbone.name=test_resnet",
+        "backbone.input_size=32",
+        "model.channels_last=false",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        *SMALL_SYNTHETIC,
+        f"hydra.run.dir={run}",
+        f"paths.cache_dir={cache_dir}",
+    ]
+    result = run_command("train", *overrides, cwd=tmp_path, OMP_NUM_THREADS="1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr + (run / "train.log").read_text()
+    assert "Running in `fast_dev_run` mode" in output  # Lightning's other lines still come through
+    assert "Tip:" not in output and "litlogger" not in output
 
 
 def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
