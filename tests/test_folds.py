@@ -49,7 +49,7 @@ def folds_per(table: pd.DataFrame, folds: pd.Series, column: str) -> pd.Series:
 
 
 def test_no_lesion_in_two_folds(merged: pd.DataFrame, merged_folds: pd.Series) -> None:
-    assert (merged["lesion_id"] != "").sum() > 10_000
+    assert (merged["lesion_id"] != "").sum() == 10_834
     assert folds_per(merged, merged_folds, "lesion_id").max() == 1
     assert sorted(merged_folds.unique()) == [0, 1, 2, 3, 4]
 
