@@ -144,6 +144,8 @@ def known_groups(spec: DataSpec, pool: pd.DataFrame) -> pd.DataFrame:
 
 def official_tests_in(spec: DataSpec, pool: pd.DataFrame) -> dict[str, int]:
     """How many images of each official test set of the configured sources are in ``pool``."""
+    if not (pool["split"] == "test").any():  # the merge keeps an official test image's split
+        return {}
     configured = {source.name for source in spec.sources}
     counts = {}
     for name, source in spec.test_sets.items():
