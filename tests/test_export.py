@@ -66,7 +66,7 @@ def test_torchscript_export_from_the_command_line(tiny_run, synthetic_images, tm
         "melanoma_lit.export",
         f"ckpt={tiny_run}",
         "format=torchscript",
-        f"output_dir={tmp_path / 'exported'}",
+        f"paths.output_dir={tmp_path / 'exported'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
