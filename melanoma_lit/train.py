@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from melanoma_lit.callbacks.backbone_freeze import BackboneFreeze
 from melanoma_lit.callbacks.resilience import exit_code, keep_csv_history
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.data.build import DataSpec
@@ -112,8 +111,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, datamodule)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
-    if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
-        callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
     loggers = instantiate_all(cfg.get("logger"))
     if resume_from:
         keep_csv_history(loggers, resume_from)

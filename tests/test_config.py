@@ -9,7 +9,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
+from melanoma_lit.callbacks.backbone_freeze import BackboneFreeze
 from melanoma_lit.cli import unknown_key_hint
+from melanoma_lit.train import instantiate_all
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 GROUPS = ["backbone", "data", "augment", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -38,6 +40,15 @@ def test_backbones_set_their_timm_name_and_follow_data_pretrained(compose_train)
     assert cfg.backbone.name == "inception_resnet_v2"
     assert cfg.backbone.pretrained is False  # synthetic data trains from scratch
     assert compose_train("backbone=densenet201", "data=isic2018").backbone.pretrained is True
+
+
+def test_backbone_freezing_is_a_callback_of_the_callbacks_group(compose_train) -> None:
+    (default,) = [c for c in instantiate_all(compose_train().callbacks) if isinstance(c, BackboneFreeze)]
+    assert default.unfreeze_at_epoch == 0  # never frozen unless asked
+    cfg = compose_train("callbacks.backbone_freeze.unfreeze_at_epoch=2", "optimizer=sgd")
+    (frozen,) = [c for c in instantiate_all(cfg.callbacks) if isinstance(c, BackboneFreeze)]
+    assert frozen.unfreeze_at_epoch == 2
+    assert set(cfg.optimizer) == {"name", "lr", "weight_decay", "layer_decay", "momentum"}  # build_optimizer's own
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

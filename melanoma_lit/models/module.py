@@ -103,9 +103,7 @@ class LesionClassifier(pl.LightningModule):
 
     def create_optimizer(self) -> Optimizer:
         """The configured optimiser over the net's parameter groups (the bench times it without Lightning)."""
-        settings = dict(self.hparams.optimizer)
-        settings.pop("freeze_backbone_epochs", None)
-        return build_optimizer(self.net, **settings)
+        return build_optimizer(self.net, **self.hparams.optimizer)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.create_optimizer()
