@@ -35,11 +35,17 @@ def test_debug_presets_and_experiments_compose(compose_train, preset: str) -> No
     assert compose_train("experiment=demo").task_name == "demo"
 
 
-def test_backbones_set_their_timm_name_and_follow_data_pretrained(compose_train) -> None:
+def test_backbones_set_their_timm_name_and_start_pretrained_on_real_data(compose_train) -> None:
     cfg = compose_train("backbone=inception_resnet_v2")
     assert cfg.backbone.name == "inception_resnet_v2"
     assert cfg.backbone.pretrained is False  # synthetic data trains from scratch
-    assert compose_train("backbone=densenet201", "data=isic2018").backbone.pretrained is True
+    assert "pretrained" not in cfg.data  # the backbone group owns the key
+    for data in ("isic2017", "isic2018", "isic2019", "isic_merged", "folder"):
+        assert compose_train("backbone=densenet201", f"data={data}").backbone.pretrained is True, data
+    assert compose_train("experiment=isic2018_task3").backbone.pretrained is True
+    assert compose_train("experiment=demo").backbone.pretrained is False
+    assert compose_train("backbone.pretrained=true").backbone.pretrained is True  # the command line wins
+    assert compose_train("data=isic2018", "debug=limit").backbone.pretrained is False
 
 
 def test_backbone_freezing_is_a_callback_of_the_callbacks_group(compose_train) -> None:

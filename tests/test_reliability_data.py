@@ -241,7 +241,7 @@ def test_a_corrupt_image_in_a_worker_names_its_path(compose_train, synthetic_cop
         tmp_path,
         "data=isic2019",
         f"data.root={synthetic_copy}",
-        "data.pretrained=false",
+        "backbone.pretrained=false",
         "data.num_workers=2",
         "data.batch_size=16",
         "backbone.name=test_resnet",
