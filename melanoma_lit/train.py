@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> LesionDataModule:
-    preprocessing = preprocessing_for(cfg.backbone.name, cfg.backbone.get("input_size"))
     loader = cfg.data
+    preprocessing = preprocessing_for(cfg.backbone.name, loader.input_size)
     return LesionDataModule(
         spec=DataSpec.from_config(OmegaConf.to_container(cfg.data, resolve=True)),
         preprocessing=preprocessing,
@@ -58,14 +58,12 @@ def build_datamodule(cfg: DictConfig) -> LesionDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
-    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
-    backbone.pop("input_size", None)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     loss = dict(model_cfg["loss"])
     use_pos_weight = loss.pop("pos_weight")
     model = LesionClassifier(
         classes=datamodule.classes,
-        backbone=backbone,
+        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         head=model_cfg["head"],
         loss=loss,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),

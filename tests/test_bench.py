@@ -121,7 +121,7 @@ def test_training_steps_read_nothing_back_from_the_device(compose_train, monkeyp
     monkeypatch.setattr(torch.Tensor, "item", counted_item)
     cfg = compose_train(
         "debug=limit",
-        "backbone.input_size=32",
+        "data.input_size=32",
         *SMALL_SYNTHETIC,
         "data.batch_size=4",
         "scheduler=none",

@@ -30,7 +30,7 @@ def test_fast_dev_run_at_native_size(compose_train, backbone: str) -> None:
 
 
 def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
-    cfg = compose_train("debug=limit", "backbone.input_size=64", *SMALL_SYNTHETIC)
+    cfg = compose_train("debug=limit", "data.input_size=64", *SMALL_SYNTHETIC)
     metrics = train(cfg)
     run = tmp_path / "run"
     assert (run / "config.yaml").exists()
@@ -47,9 +47,7 @@ def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
 
 
 def test_a_list_of_folds_cross_validates_inside_one_job(compose_train, tmp_path) -> None:
-    cfg = compose_train(
-        "debug=limit", "backbone.input_size=32", "data.num_folds=3", "data.fold=[0,2]", *SMALL_SYNTHETIC
-    )
+    cfg = compose_train("debug=limit", "data.input_size=32", "data.num_folds=3", "data.fold=[0,2]", *SMALL_SYNTHETIC)
     mean = cross_validate(cfg)
     run = tmp_path / "run"
     folds = {k: json.loads((run / f"fold{k}" / "metrics.json").read_text()) for k in (0, 2)}
@@ -72,7 +70,7 @@ def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:
         "experiment=demo",
         "data.synthetic.n=800",
         "data.synthetic.size=64",
-        "backbone.input_size=64",
+        "data.input_size=64",
         "data.num_workers=0",
         "data.batch_size=32",
         "trainer.max_epochs=3",
@@ -85,7 +83,7 @@ def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:
     ("data", "folder"), [("isic2017", "isic2017"), ("isic2018", "isic2018"), ("folder", "folder_9class")]
 )
 def test_real_data_smoke_run(compose_train, shared_data, tmp_path, data: str, folder: str) -> None:
-    cfg = compose_train(f"data={data}", f"data.root={shared_data / folder}", "debug=limit", "backbone.input_size=64")
+    cfg = compose_train(f"data={data}", f"data.root={shared_data / folder}", "debug=limit", "data.input_size=64")
     metrics = train(cfg)
     assert 0.0 <= metrics["val/auc_macro"] <= 1.0
     assert len(pd.read_csv(tmp_path / "run" / "val_predictions.csv")) == 4 * cfg.data.batch_size
@@ -93,7 +91,7 @@ def test_real_data_smoke_run(compose_train, shared_data, tmp_path, data: str, fo
 
 @pytest.mark.slow
 def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(compose_train, tmp_path) -> None:
-    cfg = compose_train("debug=limit", "model.compile=true", "backbone.input_size=32", *SMALL_SYNTHETIC)
+    cfg = compose_train("debug=limit", "model.compile=true", "data.input_size=32", *SMALL_SYNTHETIC)
     metrics = train(cfg)
     assert 0.0 <= metrics["val/auc_macro"] <= 1.0
     restored = LesionClassifier.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
