@@ -23,6 +23,7 @@ from melanoma_lit.data.build import DataSpec
 from melanoma_lit.data.datamodule import LesionDataModule
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
+from melanoma_lit.errors import ConfigError
 from melanoma_lit.inference.predictions import predict_table, write_predictions
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
@@ -59,25 +60,36 @@ def build_datamodule(cfg: DictConfig) -> LesionDataModule:
 
 def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    loss = dict(model_cfg["loss"])
-    use_pos_weight = loss.pop("pos_weight")
     model = LesionClassifier(
         classes=datamodule.classes,
         backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         head=model_cfg["head"],
-        loss=loss,
+        loss=loss_settings(model_cfg["loss"], datamodule),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
         preprocessing=asdict(datamodule.preprocessing),
         monitor=cfg.monitor,
         monitor_mode=cfg.monitor_mode,
-        pos_weight=datamodule.positive_weights().tolist() if use_pos_weight else None,
         channels_last=model_cfg["channels_last"],
         tta=model_cfg["tta"],
     )
     if model_cfg.get("compile"):
         model.net.compile()  # in place: checkpoints keep the plain parameter names
     return model
+
+
+def loss_settings(loss: dict[str, Any], datamodule: LesionDataModule) -> dict[str, Any]:
+    """``model.loss`` as the criterion takes it: ``pos_weight: balanced`` becomes negatives/positives per class,
+    counted on the training fold (the checkpoint keeps the numbers)."""
+    weight = loss.get("pos_weight")
+    if weight == "balanced":
+        return {**loss, "pos_weight": datamodule.positive_weights().tolist()}
+    if weight is not None and not (isinstance(weight, list) and len(weight) == len(datamodule.classes)):
+        raise ConfigError(
+            f"model.loss.pos_weight={weight!r}: use null (no weighting), balanced (negatives/positives per class on "
+            f"the training fold) or a list of {len(datamodule.classes)} weights, one per class of data.classes."
+        )
+    return loss
 
 
 def instantiate_all(section: DictConfig | None) -> list[Any]:

@@ -7,10 +7,12 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.module import LesionClassifier
-from melanoma_lit.train import cross_validate, train
+from melanoma_lit.train import build_datamodule, build_model, cross_validate, train
 from tests.conftest import SMALL_SYNTHETIC
 
 # The three large backbones cost ~20 s each on 2 CPU cores: they run in `make test-full`.
@@ -62,6 +64,25 @@ def test_a_list_of_folds_cross_validates_inside_one_job(compose_train, tmp_path)
     parts = [pd.read_csv(run / f"fold{k}" / "val_predictions.csv") for k in (0, 2)]
     assert out_of_fold["image"].is_unique and len(out_of_fold) == sum(len(part) for part in parts)
     assert sorted(out_of_fold["fold"].unique()) == [0, 2]
+
+
+def test_balanced_pos_weight_is_counted_on_the_training_fold_and_kept_in_the_checkpoint(
+    compose_train, tmp_path
+) -> None:
+    overrides = ("debug=limit", "data.input_size=32", "trainer.limit_train_batches=1", *SMALL_SYNTHETIC)
+    cfg = compose_train(*overrides, "model.loss.pos_weight=balanced")
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    expected = torch.as_tensor(datamodule.positive_weights(), dtype=torch.float32)
+    assert len(expected) == len(ISIC_CLASSES) and not torch.all(expected == 1)
+    train(cfg)
+    restored = LesionClassifier.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(restored.criterion.pos_weight, expected)  # rebuilt without the config
+    assert build_model(compose_train(*overrides), datamodule).criterion.pos_weight is None  # default: unweighted
+    for bad in ("true", "[1.0,2.0]"):
+        with pytest.raises(ConfigError, match=r"model\.loss\.pos_weight=.*balanced"):
+            build_model(compose_train(*overrides, f"model.loss.pos_weight={bad}"), datamodule)
 
 
 def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:
