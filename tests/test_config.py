@@ -30,9 +30,12 @@ def test_every_option_composes_and_resolves(compose_train, group: str, option: s
 
 
 @pytest.mark.parametrize("preset", [p.stem for p in (CONF_DIR / "debug").glob("*.yaml")])
-def test_debug_presets_and_experiments_compose(compose_train, preset: str) -> None:
-    assert compose_train(f"debug={preset}").task_name == "debug"
-    assert compose_train("experiment=demo").task_name == "demo"
+def test_debug_presets_and_experiments_compose(compose_config, preset: str) -> None:
+    command = "bench" if preset.startswith("bench_") else "train"  # bench presets shrink the bench's own knobs
+    cfg = compose_config(command, f"debug={preset}")
+    assert cfg.task_name == ("bench" if command == "bench" else "debug")
+    assert cfg.backbone.pretrained is False  # debug/default.yaml, shared by every preset: no weights download
+    assert compose_config("train", "experiment=demo").task_name == "demo"
 
 
 def test_backbones_set_their_timm_name_and_start_pretrained_on_real_data(compose_train) -> None:
