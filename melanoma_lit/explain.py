@@ -1,4 +1,4 @@
-"""python -m melanoma_lit.explain ckpt=PATH images=[...] | input=FOLDER [out=DIR] [class=MEL]: Grad-CAM overlays."""
+"""python -m melanoma_lit.explain ckpt=PATH images=[...] | input=FOLDER [class=MEL]: Grad-CAM overlays."""
 
 from __future__ import annotations
 
@@ -42,11 +42,11 @@ def main(cfg: DictConfig) -> None:
     from melanoma_lit.inference.gradcam import GRADCAM_TABLE, write_explanations
     from melanoma_lit.models.module import LesionClassifier
 
-    out = Path(cfg.out)
+    out = Path(cfg.paths.output_dir)
     if (out / GRADCAM_TABLE).exists():
         raise ConfigError(
             f"{out} already holds Grad-CAM overlays ({GRADCAM_TABLE}): explain never overwrites them. Give another "
-            "out=<folder>, or move them away."
+            "paths.output_dir=<folder>, or move them away."
         )
     paths = input_images(list(cfg.images), cfg.input)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device

@@ -72,7 +72,7 @@ def export_checkpoint(
     earlier = [path for path in (model_path, preprocessing_path) if path.exists()]
     if earlier:
         raise ConfigError(
-            f"{earlier[0]} already exists: export never overwrites an earlier export. Give another output_dir=, "
+            f"{earlier[0]} already exists: export never overwrites an earlier export. Give another paths.output_dir=, "
             "or move those files away."
         )
     checkpoints = resolve_checkpoints(ckpt)
@@ -192,7 +192,7 @@ def preprocessing_manifest(classifier: LesionClassifier, fmt: str, model_file: s
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     result = export_checkpoint(
-        cfg.ckpt, cfg.format, cfg.output_dir, opset=cfg.opset, check=cfg.check, tolerance=cfg.tolerance
+        cfg.ckpt, cfg.format, cfg.paths.output_dir, opset=cfg.opset, check=cfg.check, tolerance=cfg.tolerance
     )
     print(f"{result.model_path}\n{result.preprocessing_path}")
 

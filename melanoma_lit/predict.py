@@ -1,6 +1,6 @@
-"""python -m melanoma_lit.predict ckpt=PATH input=FOLDER_OR_CSV output=preds.csv: probabilities for new images.
+"""python -m melanoma_lit.predict ckpt=PATH input=FOLDER_OR_CSV [predictions_file=FILE]: probabilities for new images.
 
-Images that cannot be read do not stop a run: they go to ``<output stem>.errors.csv`` (columns ``path``,
+Images that cannot be read do not stop a run: they go to ``<predictions_file stem>.errors.csv`` (columns ``path``,
 ``reason``), written on every run, empty when every image was read.
 """
 
@@ -118,11 +118,12 @@ def errors_path(output: str | Path) -> Path:
 
 def predict(cfg: DictConfig) -> Path:
     """Write one row per readable image with every class probability; returns the predictions file."""
-    earlier = [path for path in (Path(cfg.output), errors_path(cfg.output)) if path.exists()]
+    output = Path(cfg.predictions_file)
+    earlier = [path for path in (output, errors_path(output)) if path.exists()]
     if earlier:
         raise ConfigError(
-            f"{earlier[0]} already exists: predict never overwrites earlier results. Give another output=<file.csv>, "
-            "or move that file away."
+            f"{earlier[0]} already exists: predict never overwrites earlier results. Give another "
+            "predictions_file=<file.csv>, or move that file away."
         )
     inputs = list_inputs(cfg.input, cfg.get("image_dir"))
     models = load_models(resolve_checkpoints(cfg.ckpt), resolve_device(cfg.device))
@@ -137,7 +138,7 @@ def predict(cfg: DictConfig) -> Path:
         num_workers=default_workers() if cfg.num_workers is None else cfg.num_workers,
     )
     ok = predictions.ok
-    output = write_submission(cfg.output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))
+    output = write_submission(output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))
     errors = errors_path(output)
     predictions.errors.to_csv(errors, index=False)
     log.info("wrote %d predictions (%s format) to %s", int(ok.sum()), fmt, output)

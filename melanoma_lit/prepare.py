@@ -31,7 +31,7 @@ def resolve_side(cfg: DictConfig) -> int:
         return int(side)
     if sizes:
         return max(Preprocessing(input_size=(int(size), int(size))).decode_side for size in sizes)
-    return preprocessing_for(cfg.backbone.name, cfg.backbone.get("input_size")).decode_side
+    return preprocessing_for(cfg.backbone.name, cfg.data.input_size).decode_side
 
 
 def run_prepare(cfg: DictConfig, progress: bool = True) -> PrepareReport:

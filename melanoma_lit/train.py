@@ -17,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from melanoma_lit.callbacks.backbone_freeze import BackboneFreeze
 from melanoma_lit.callbacks.resilience import exit_code, keep_csv_history
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.data.build import DataSpec
 from melanoma_lit.data.datamodule import LesionDataModule
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
+from melanoma_lit.errors import ConfigError
 from melanoma_lit.inference.predictions import predict_table, write_predictions
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig) -> LesionDataModule:
-    preprocessing = preprocessing_for(cfg.backbone.name, cfg.backbone.get("input_size"))
     loader = cfg.data
+    preprocessing = preprocessing_for(cfg.backbone.name, loader.input_size)
     return LesionDataModule(
         spec=DataSpec.from_config(OmegaConf.to_container(cfg.data, resolve=True)),
         preprocessing=preprocessing,
@@ -59,28 +59,37 @@ def build_datamodule(cfg: DictConfig) -> LesionDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
-    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
-    backbone.pop("input_size", None)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    loss = dict(model_cfg["loss"])
-    use_pos_weight = loss.pop("pos_weight")
     model = LesionClassifier(
         classes=datamodule.classes,
-        backbone=backbone,
+        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         head=model_cfg["head"],
-        loss=loss,
+        loss=loss_settings(model_cfg["loss"], datamodule),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
         preprocessing=asdict(datamodule.preprocessing),
         monitor=cfg.monitor,
         monitor_mode=cfg.monitor_mode,
-        pos_weight=datamodule.positive_weights().tolist() if use_pos_weight else None,
         channels_last=model_cfg["channels_last"],
         tta=model_cfg["tta"],
     )
     if model_cfg.get("compile"):
         model.net.compile()  # in place: checkpoints keep the plain parameter names
     return model
+
+
+def loss_settings(loss: dict[str, Any], datamodule: LesionDataModule) -> dict[str, Any]:
+    """``model.loss`` as the criterion takes it: ``pos_weight: balanced`` becomes negatives/positives per class,
+    counted on the training fold (the checkpoint keeps the numbers)."""
+    weight = loss.get("pos_weight")
+    if weight == "balanced":
+        return {**loss, "pos_weight": datamodule.positive_weights().tolist()}
+    if weight is not None and not (isinstance(weight, list) and len(weight) == len(datamodule.classes)):
+        raise ConfigError(
+            f"model.loss.pos_weight={weight!r}: use null (no weighting), balanced (negatives/positives per class on "
+            f"the training fold) or a list of {len(datamodule.classes)} weights, one per class of data.classes."
+        )
+    return loss
 
 
 def instantiate_all(section: DictConfig | None) -> list[Any]:
@@ -112,8 +121,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, datamodule)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
-    if cfg.optimizer.get("freeze_backbone_epochs", 0) > 0:
-        callbacks.append(BackboneFreeze(unfreeze_at_epoch=cfg.optimizer.freeze_backbone_epochs))
     loggers = instantiate_all(cfg.get("logger"))
     if resume_from:
         keep_csv_history(loggers, resume_from)

@@ -28,7 +28,7 @@ def train_tiny_checkpoint(base: Path, cache_dir: Path, *overrides: str) -> Path:
                 "train",
                 overrides=[
                     "debug=limit",
-                    "backbone.input_size=64",
+                    "data.input_size=64",
                     *synthetic,
                     f"paths.output_dir={run}",
                     f"paths.cache_dir={cache_dir}",

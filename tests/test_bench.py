@@ -17,8 +17,8 @@ from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.train import train
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 
-TINY = ("bench=tiny", *SMALL_SYNTHETIC)
-# bench=tiny: batch 8 and 3 timed steps for training, eval batch 4 and 2 timed steps, 2 + 1 originals
+TINY = ("debug=bench_tiny", *SMALL_SYNTHETIC)
+# debug=bench_tiny: batch 8 and 3 timed steps for training, eval batch 4 and 2 timed steps, 2 + 1 originals
 EXPECTED_IMAGES = {"ceiling": 24, "loader": 24, "loop": 24, "validation": 8, "prediction": 8, "prepare": 3}
 
 
@@ -51,6 +51,15 @@ def test_tiny_bench_times_every_stage_and_writes_bench_json(compose_config, tmp_
     assert report["compile_gain"] is None
     assert json.loads((tmp_path / "run" / "bench.json").read_text()) == report
     assert report["setup"]["optimizer"] == "adamw" and report["setup"]["data"]["train"] > 0
+
+
+def test_the_tiny_preset_shrinks_the_bench_knobs(compose_config) -> None:
+    """Debug presets are merged inside train.yaml's defaults list: bench.yaml's own knobs must come before them."""
+    full, tiny = compose_config("bench"), compose_config("bench", *TINY)
+    assert (full.bench.steps, full.bench.warmup_steps, len(full.bench.originals)) == (50, 10, 2)
+    assert (tiny.bench.steps, tiny.bench.warmup_steps, tiny.bench.eval_steps) == (3, 1, 2)
+    assert [original.n for original in tiny.bench.originals] == [2, 1] and tiny.data.batch_size == 8
+    assert full.task_name == tiny.task_name == "bench" and not full.callbacks  # callbacks=none: nothing to time
 
 
 def test_cli_prints_the_numbers_it_writes(tmp_path: Path, cache_dir: Path) -> None:
@@ -121,7 +130,7 @@ def test_training_steps_read_nothing_back_from_the_device(compose_train, monkeyp
     monkeypatch.setattr(torch.Tensor, "item", counted_item)
     cfg = compose_train(
         "debug=limit",
-        "backbone.input_size=32",
+        "data.input_size=32",
         *SMALL_SYNTHETIC,
         "data.batch_size=4",
         "scheduler=none",

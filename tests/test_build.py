@@ -129,7 +129,7 @@ def _train_command(shared_data: Path, run_dir: Path, *overrides: str) -> subproc
             f"hydra.run.dir={run_dir}",
             "debug=limit",
             "backbone=resnet18",
-            "backbone.input_size=32",
+            "data.input_size=32",
             *overrides,
         ],
         capture_output=True,

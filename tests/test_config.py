@@ -9,7 +9,9 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
+from melanoma_lit.callbacks.backbone_freeze import BackboneFreeze
 from melanoma_lit.cli import split_command_line, unknown_key_hint
+from melanoma_lit.train import instantiate_all
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 GROUPS = ["backbone", "data", "augment", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -28,16 +30,34 @@ def test_every_option_composes_and_resolves(compose_train, group: str, option: s
 
 
 @pytest.mark.parametrize("preset", [p.stem for p in (CONF_DIR / "debug").glob("*.yaml")])
-def test_debug_presets_and_experiments_compose(compose_train, preset: str) -> None:
-    assert compose_train(f"debug={preset}").task_name == "debug"
-    assert compose_train("experiment=demo").task_name == "demo"
+def test_debug_presets_and_experiments_compose(compose_config, preset: str) -> None:
+    command = "bench" if preset.startswith("bench_") else "train"  # bench presets shrink the bench's own knobs
+    cfg = compose_config(command, f"debug={preset}")
+    assert cfg.task_name == ("bench" if command == "bench" else "debug")
+    assert cfg.backbone.pretrained is False  # debug/default.yaml, shared by every preset: no weights download
+    assert compose_config("train", "experiment=demo").task_name == "demo"
 
 
-def test_backbones_set_their_timm_name_and_follow_data_pretrained(compose_train) -> None:
+def test_backbones_set_their_timm_name_and_start_pretrained_on_real_data(compose_train) -> None:
     cfg = compose_train("backbone=inception_resnet_v2")
     assert cfg.backbone.name == "inception_resnet_v2"
     assert cfg.backbone.pretrained is False  # synthetic data trains from scratch
-    assert compose_train("backbone=densenet201", "data=isic2018").backbone.pretrained is True
+    assert "pretrained" not in cfg.data  # the backbone group owns the key
+    for data in ("isic2017", "isic2018", "isic2019", "isic_merged", "folder"):
+        assert compose_train("backbone=densenet201", f"data={data}").backbone.pretrained is True, data
+    assert compose_train("experiment=isic2018_task3").backbone.pretrained is True
+    assert compose_train("experiment=demo").backbone.pretrained is False
+    assert compose_train("backbone.pretrained=true").backbone.pretrained is True  # the command line wins
+    assert compose_train("data=isic2018", "debug=limit").backbone.pretrained is False
+
+
+def test_backbone_freezing_is_a_callback_of_the_callbacks_group(compose_train) -> None:
+    (default,) = [c for c in instantiate_all(compose_train().callbacks) if isinstance(c, BackboneFreeze)]
+    assert default.unfreeze_at_epoch == 0  # never frozen unless asked
+    cfg = compose_train("callbacks.backbone_freeze.unfreeze_at_epoch=2", "optimizer=sgd")
+    (frozen,) = [c for c in instantiate_all(cfg.callbacks) if isinstance(c, BackboneFreeze)]
+    assert frozen.unfreeze_at_epoch == 2
+    assert set(cfg.optimizer) == {"name", "lr", "weight_decay", "layer_decay", "momentum"}  # build_optimizer's own
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -178,6 +178,32 @@ def test_cli_reports_a_label_mismatch_in_one_paragraph(tiny_run, tmp_path) -> No
     assert "Error: the checkpoint predicts" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_multirun_over_checkpoints_scores_each_in_its_job_folder(tiny_run, cache_dir, tmp_path) -> None:
+    """``evaluate -m ckpt=a,b``: the sweep's job folders are named without training keys (no backbone, no fold)."""
+    checkpoints = [tiny_run / "checkpoints" / name for name in ("best.ckpt", "last.ckpt")]
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "-m",
+        "melanoma_lit.evaluate",
+        "-m",
+        f"ckpt={','.join(str(path) for path in checkpoints)}",
+        *SMALL_SYNTHETIC,
+        "data.batch_size=8",
+        "data.num_workers=0",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for num, checkpoint in enumerate(checkpoints):
+        job = sweep_dir / str(num)
+        summary = json.loads((job / "metrics.json").read_text())
+        assert summary["checkpoints"] == [str(checkpoint)] and summary["evaluated_on"].startswith("fold 0")
+        assert len(pd.read_csv(job / "predictions.csv")) == summary["images"] > 0
+        assert (job / "roc.png").is_file() and (job / "confusion_matrix.png").is_file()
+
+
 def test_submission_formats() -> None:
     classes = list(ISIC_CLASSES)
     probs = np.array([[0.9, 0.1, 0.2, 0.7, 0.3, 0.0, 0.1, 0.6], [0.1, 0.8, 0.0, 0.05, 0.4, 0.1, 0.2, 0.1]])

@@ -208,18 +208,22 @@ def test_explain_command_writes_overlays_for_a_folder(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
     command = [sys.executable, "-m", "melanoma_lit.explain", f"ckpt={ckpt}", f"input={tmp_path / 'images'}"]
     done = subprocess.run(
-        [*command, f"out={tmp_path / 'cams'}", "class=NV"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [*command, f"paths.output_dir={tmp_path / 'cams'}", "class=NV"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "cams").glob("*.png")) == ["small_NV.png", "wide_NV.png"]
     for png in (tmp_path / "cams").glob("*.png"):
         with Image.open(png) as image:
             assert image.size == (64, 64)
-    assert (tmp_path / "outputs" / "explain").is_dir()  # Hydra's run folder, where out= defaults to
+    assert (tmp_path / "outputs" / "explain").is_dir()  # Hydra's run folder, paths.output_dir's default
 
     before = {png.name: png.read_bytes() for png in (tmp_path / "cams").iterdir()}
     again = subprocess.run(
-        [*command, f"out={tmp_path / 'cams'}"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [*command, f"paths.output_dir={tmp_path / 'cams'}"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert again.returncode == 2 and "already holds Grad-CAM overlays (gradcam.csv)" in again.stderr
     assert {png.name: png.read_bytes() for png in (tmp_path / "cams").iterdir()} == before

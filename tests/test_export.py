@@ -66,7 +66,7 @@ def test_torchscript_export_from_the_command_line(tiny_run, synthetic_images, tm
         "melanoma_lit.export",
         f"ckpt={tiny_run}",
         "format=torchscript",
-        f"output_dir={tmp_path / 'exported'}",
+        f"paths.output_dir={tmp_path / 'exported'}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
@@ -96,7 +96,7 @@ def test_export_never_overwrites_an_earlier_export(tmp_path, existing: str) -> N
 @pytest.mark.slow  # 40-130 s each on 2 CPU cores
 @pytest.mark.parametrize("backbone", ["inception_v3", "densenet201", "resnet152", "inception_resnet_v2"])
 def test_every_backbone_exports_to_onnx_with_parity(backbone, cache_dir, synthetic_images, tmp_path) -> None:
-    run = train_tiny_checkpoint(tmp_path, cache_dir, f"backbone={backbone}", "backbone.input_size=96")
+    run = train_tiny_checkpoint(tmp_path, cache_dir, f"backbone={backbone}", "data.input_size=96")
     result = export_checkpoint(run, "onnx", tmp_path / "exported")
     assert result.max_abs_difference < TOLERANCE
     _assert_parity(result.model_path, run, synthetic_images[:3])

@@ -64,7 +64,7 @@ def test_folder_with_bad_files_predicts_every_readable_image(tiny_run, messy_fol
         "melanoma_lit.predict",
         f"ckpt={tiny_run}",
         f"input={folder}",
-        f"output={output}",
+        f"predictions_file={output}",
         "num_workers=2",
         "batch_size=3",
         f"hydra.run.dir={tmp_path / 'hydra'}",
@@ -96,7 +96,7 @@ def test_csv_input_with_a_missing_file_lists_it(tiny_run, synthetic_images, comp
         "predict", f"ckpt={tiny_run}", f"input={listing}", f"image_dir={images}", "num_workers=0", "format=generic"
     )
     output = Path(cfg.paths.output_dir) / "listed.csv"
-    cfg.output = str(output)
+    cfg.predictions_file = str(output)
     assert predict(cfg) == output
     predictions = pd.read_csv(output)
     assert predictions["image"].tolist() == names and list(predictions.columns) == ["image", *ISIC_CLASSES]
@@ -139,11 +139,18 @@ def test_csv_columns_define_ids_and_paths(tmp_path: Path) -> None:
         list_inputs(tmp_path / "nothing")
 
 
+def test_predictions_go_into_the_run_folder_by_default(compose_config, tmp_path: Path) -> None:
+    cfg = compose_config("predict", "ckpt=unused.ckpt", f"input={tmp_path}")
+    assert cfg.predictions_file == str(tmp_path / "run" / "predictions.csv")  # paths.output_dir, as every command
+
+
 @pytest.mark.parametrize("name", ["predictions.csv", "predictions.errors.csv"])
 def test_earlier_predictions_are_never_overwritten(compose_config, tmp_path: Path, name: str) -> None:
     earlier = tmp_path / name
     earlier.write_text("image,MEL\nISIC_0000000,0.25\n")
-    cfg = compose_config("predict", "ckpt=unused.ckpt", f"input={tmp_path}", f"output={tmp_path / 'predictions.csv'}")
+    cfg = compose_config(
+        "predict", "ckpt=unused.ckpt", f"input={tmp_path}", f"predictions_file={tmp_path / 'predictions.csv'}"
+    )
     with pytest.raises(ConfigError, match=rf"{name} already exists: predict never overwrites earlier results"):
         predict(cfg)
     assert earlier.read_text() == "image,MEL\nISIC_0000000,0.25\n"

@@ -292,7 +292,7 @@ def test_prepare_config_composes_like_train(compose_prepare):
     [
         ((), 280),
         (("backbone=inception_v3",), 374),
-        (("backbone.input_size=384",), 480),
+        (("data.input_size=384",), 480),
         (("prepare.sizes=[224,299]",), 374),
         (("backbone=inception_v3", "prepare.side=300"), 300),
     ],

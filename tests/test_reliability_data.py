@@ -190,7 +190,7 @@ def test_num_folds_beyond_a_class_warns_with_the_fix_and_beyond_all_groups_fails
 
 def test_input_size_too_small_for_the_backbone_names_the_minimum(compose_train) -> None:
     with pytest.raises(ConfigError, match=r"input_size=16 is too small for 'inception_v3'.*at least 75x75"):
-        build_datamodule(compose_train("backbone=inception_v3", "backbone.input_size=16"))
+        build_datamodule(compose_train("backbone=inception_v3", "data.input_size=16"))
     assert preprocessing_for("inception_v3", 75).input_size == (75, 75)
     with pytest.raises(ConfigError, match=r"'vit_base_patch16_224' takes only 224x224"):
         preprocessing_for("vit_base_patch16_224", 112)
@@ -240,11 +240,11 @@ def test_a_corrupt_image_in_a_worker_names_its_path(compose_train, synthetic_cop
         tmp_path,
         "data=isic2019",
         f"data.root={synthetic_copy}",
-        "data.pretrained=false",
+        "backbone.pretrained=false",
         "data.num_workers=2",
         "data.batch_size=16",
         "backbone.name=test_resnet",
-        "backbone.input_size=32",
+        "data.input_size=32",
         "model.channels_last=false",
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=1",

@@ -39,7 +39,7 @@ from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
 STEPS_PER_EPOCH, EPOCHS = 4, 3
 TINY = (
     "backbone.name=test_resnet",
-    "backbone.input_size=32",
+    "data.input_size=32",
     "model.channels_last=false",
     "data.num_workers=0",
     "data.batch_size=16",
@@ -317,7 +317,7 @@ def test_same_seed_same_metrics_and_history(compose_train, tmp_path) -> None:
 
 def _first_epoch(compose_train, seed: int, *overrides: str) -> tuple[list[int], torch.Tensor]:
     """The image indices and augmented pixels of one training epoch, seeded as train() seeds it."""
-    cfg = compose_train(*SMALL_SYNTHETIC, "backbone.input_size=32", "data.batch_size=16", *overrides)
+    cfg = compose_train(*SMALL_SYNTHETIC, "data.input_size=32", "data.batch_size=16", *overrides)
     pl.seed_everything(seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()

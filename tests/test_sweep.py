@@ -25,7 +25,7 @@ TINY = (
     "data.synthetic.n=96",
     "data.synthetic.size=64",
     "data.num_folds=3",
-    "backbone.input_size=32",
+    "data.input_size=32",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=2",
     "trainer.limit_predict_batches=1.0",
@@ -98,6 +98,7 @@ def test_gpus_launcher_runs_jobs_in_parallel_each_on_its_own_device(tmp_path, ca
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
     records = job_records(sweep_dir)
     assert [r["status"] for r in records] == ["completed", "completed"]
+    assert sorted(p.name for p in sweep_dir.glob("*-fold*")) == ["0-resnet18-fold0", "1-resnet18-fold1"]
     assert sorted(r["device_slot"] for r in records) == ["0", "1"]
     assert sorted(r["cuda_visible_devices"] for r in records) == ["0", "1"]  # each job saw only its own GPU
     assert records[0]["pid"] != records[1]["pid"]

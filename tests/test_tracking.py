@@ -45,7 +45,7 @@ def test_tracked_run_is_readable_from_wandb_mlflow_and_tensorboard(
 ) -> None:
     cfg = compose_train(
         "debug=limit",
-        "backbone.input_size=64",
+        "data.input_size=64",
         *SMALL_SYNTHETIC,
         f"trainer.max_epochs={EPOCHS}",
         "trainer.limit_train_batches=2",
@@ -104,7 +104,7 @@ def check_wandb_run(run: Path) -> pd.DataFrame:
     assert (identity.display_name, identity.run_group, identity.job_type) == ("resnet18-fold0", "debug", "train")
     assert list(identity.tags) == ["synthetic", "resnet18"] and identity.project == "melanoma_lit"
     config = {item.key: json.loads(item.value_json) for item in identity.config.update}
-    assert config["backbone"]["input_size"] == 64 and config["trainer"]["max_epochs"] == EPOCHS
+    assert config["data"]["input_size"] == 64 and config["trainer"]["max_epochs"] == EPOCHS
     added = {item.key for record in records if record.HasField("config") for item in record.config.update}
     assert {"classes", "preprocessing"} <= added and "backbone" not in added  # the run's config wins
     rows = [
@@ -151,7 +151,7 @@ def check_mlflow_run(run: Path) -> pd.DataFrame:
     assert found.info.run_name == "resnet18-fold0" and found.info.status == "FINISHED"
     assert {"backbone": "resnet18", "fold": "0", "data": "synthetic"}.items() <= found.data.tags.items()
     params = found.data.params
-    assert params["backbone/name"] == "resnet18" and params["backbone/input_size"] == "64"
+    assert params["backbone/name"] == "resnet18" and params["data/input_size"] == "64"
     assert params["trainer/max_epochs"] == str(EPOCHS) and params["monitor"] == "val/auc_macro"
     assert "preprocessing/input_size" in params  # a model hyperparameter the config lacks
     for key in ("val/auc_macro", "val/auc/MEL", "train/loss_epoch"):

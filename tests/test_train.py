@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.module import LesionClassifier
-from melanoma_lit.train import cross_validate, train
+from melanoma_lit.train import build_datamodule, build_model, cross_validate, train
 from tests.conftest import SMALL_SYNTHETIC, run_command
 
 # The three large backbones cost ~20 s each on 2 CPU cores: they run in `make test-full`.
@@ -37,7 +39,7 @@ def test_the_command_shows_no_lightning_advertisement(tmp_path: Path, cache_dir:
         "debug=fast_dev_run",
         "trainer.accelerator=cpu",
         "backbone.name=test_resnet",
-        "backbone.input_size=32",
+        "data.input_size=32",
         "model.channels_last=false",
         "data.num_workers=0",
         "data.batch_size=4",
@@ -53,7 +55,7 @@ def test_the_command_shows_no_lightning_advertisement(tmp_path: Path, cache_dir:
 
 
 def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
-    cfg = compose_train("debug=limit", "backbone.input_size=64", *SMALL_SYNTHETIC)
+    cfg = compose_train("debug=limit", "data.input_size=64", *SMALL_SYNTHETIC)
     metrics = train(cfg)
     run = tmp_path / "run"
     assert (run / "config.yaml").exists()
@@ -70,9 +72,7 @@ def test_limited_run_writes_every_output(compose_train, tmp_path) -> None:
 
 
 def test_a_list_of_folds_cross_validates_inside_one_job(compose_train, tmp_path) -> None:
-    cfg = compose_train(
-        "debug=limit", "backbone.input_size=32", "data.num_folds=3", "data.fold=[0,2]", *SMALL_SYNTHETIC
-    )
+    cfg = compose_train("debug=limit", "data.input_size=32", "data.num_folds=3", "data.fold=[0,2]", *SMALL_SYNTHETIC)
     mean = cross_validate(cfg)
     run = tmp_path / "run"
     folds = {k: json.loads((run / f"fold{k}" / "metrics.json").read_text()) for k in (0, 2)}
@@ -89,13 +89,32 @@ def test_a_list_of_folds_cross_validates_inside_one_job(compose_train, tmp_path)
     assert sorted(out_of_fold["fold"].unique()) == [0, 2]
 
 
+def test_balanced_pos_weight_is_counted_on_the_training_fold_and_kept_in_the_checkpoint(
+    compose_train, tmp_path
+) -> None:
+    overrides = ("debug=limit", "data.input_size=32", "trainer.limit_train_batches=1", *SMALL_SYNTHETIC)
+    cfg = compose_train(*overrides, "model.loss.pos_weight=balanced")
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup()
+    expected = torch.as_tensor(datamodule.positive_weights(), dtype=torch.float32)
+    assert len(expected) == len(ISIC_CLASSES) and not torch.all(expected == 1)
+    train(cfg)
+    restored = LesionClassifier.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(restored.criterion.pos_weight, expected)  # rebuilt without the config
+    assert build_model(compose_train(*overrides), datamodule).criterion.pos_weight is None  # default: unweighted
+    for bad in ("true", "[1.0,2.0]"):
+        with pytest.raises(ConfigError, match=r"model\.loss\.pos_weight=.*balanced"):
+            build_model(compose_train(*overrides, f"model.loss.pos_weight={bad}"), datamodule)
+
+
 def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:
     """The synthetic classes carry real visual signal and the whole pipeline learns it (small budget)."""
     cfg = compose_train(
         "experiment=demo",
         "data.synthetic.n=800",
         "data.synthetic.size=64",
-        "backbone.input_size=64",
+        "data.input_size=64",
         "data.num_workers=0",
         "data.batch_size=32",
         "trainer.max_epochs=3",
@@ -108,7 +127,7 @@ def test_resnet18_learns_the_synthetic_lesions(compose_train) -> None:
     ("data", "folder"), [("isic2017", "isic2017"), ("isic2018", "isic2018"), ("folder", "folder_9class")]
 )
 def test_real_data_smoke_run(compose_train, shared_data, tmp_path, data: str, folder: str) -> None:
-    cfg = compose_train(f"data={data}", f"data.root={shared_data / folder}", "debug=limit", "backbone.input_size=64")
+    cfg = compose_train(f"data={data}", f"data.root={shared_data / folder}", "debug=limit", "data.input_size=64")
     metrics = train(cfg)
     assert 0.0 <= metrics["val/auc_macro"] <= 1.0
     assert len(pd.read_csv(tmp_path / "run" / "val_predictions.csv")) == 4 * cfg.data.batch_size
@@ -116,7 +135,7 @@ def test_real_data_smoke_run(compose_train, shared_data, tmp_path, data: str, fo
 
 @pytest.mark.slow
 def test_compiled_model_trains_and_its_checkpoint_loads_uncompiled(compose_train, tmp_path) -> None:
-    cfg = compose_train("debug=limit", "model.compile=true", "backbone.input_size=32", *SMALL_SYNTHETIC)
+    cfg = compose_train("debug=limit", "model.compile=true", "data.input_size=32", *SMALL_SYNTHETIC)
     metrics = train(cfg)
     assert 0.0 <= metrics["val/auc_macro"] <= 1.0
     restored = LesionClassifier.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")

@@ -7,7 +7,7 @@ set -euo pipefail
 DATA=${MELANOMA_LIT_TEST_DATA:-../shared/data}/isic2018
 WORKERS=2
 if [[ ${PARALLEL:-0} == 1 ]]; then export OMP_NUM_THREADS=1; WORKERS=1; fi
-COMMON="data.root=$DATA data.fold=0 backbone=resnet18 backbone.pretrained=false backbone.input_size=64
+COMMON="data.root=$DATA data.fold=0 backbone=resnet18 backbone.pretrained=false data.input_size=64
         optimizer.layer_decay=1.0 trainer=cpu trainer.precision=32-true trainer.max_epochs=${EPOCHS:-5}
         callbacks.early_stopping=null data.num_workers=$WORKERS"
 for experiment in isic2018_task3 isic2018_baseline; do

@@ -4,7 +4,7 @@
 set -euo pipefail
 SWEEP=${1:-multirun/synthetic_cv}
 python -m melanoma_lit.train -m experiment=demo task_name=synthetic_cv \
-  backbone=resnet18,densenet201 backbone.input_size=64 backbone.pretrained=false \
+  backbone=resnet18,densenet201 data.input_size=64 backbone.pretrained=false \
   data.synthetic.n=1000 data.num_folds=3 data.fold=0,1,2 trainer.max_epochs=4 \
   hydra.sweep.dir="$SWEEP"
 rm -rf "$(dirname "$0")/report" && cp -r "$SWEEP/report" "$(dirname "$0")/report"

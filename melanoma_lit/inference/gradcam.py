@@ -173,7 +173,7 @@ def _check_unique_stems(paths: Sequence[Path]) -> None:
     if repeated:
         raise ConfigError(
             f"several input images are named {', '.join(repeated[:5])}: their overlays would overwrite each other; "
-            "explain them in separate runs with different out= folders."
+            "explain them in separate runs with different paths.output_dir folders."
         )
 
 

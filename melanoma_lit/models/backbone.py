@@ -52,7 +52,7 @@ def preprocessing_for(name: str, input_size: int | None = None) -> Preprocessing
 def check_input_size(name: str, side: int, native: int, fixed: bool = False) -> None:
     """Fail at configuration time, not deep inside the first batch, when a model cannot take ``side`` px."""
     if fixed and side != native:
-        raise ConfigError(f"backbone.input_size={side}: '{name}' takes only {native}x{native} inputs; use {native}.")
+        raise ConfigError(f"data.input_size={side}: '{name}' takes only {native}x{native} inputs; use {native}.")
     if side >= native:
         return
     network = _shape_probe(name, native)
@@ -63,8 +63,8 @@ def check_input_size(name: str, side: int, native: int, fixed: bool = False) -> 
         middle = (low + high) // 2
         low, high = (low, middle) if _runs_at(network, middle) else (middle, high)
     raise ConfigError(
-        f"backbone.input_size={side} is too small for '{name}': its layers need at least {high}x{high} pixels "
-        f"(native size {native}). Set backbone.input_size>={high}, or null for the native size."
+        f"data.input_size={side} is too small for '{name}': its layers need at least {high}x{high} pixels "
+        f"(native size {native}). Set data.input_size>={high}, or null for the native size."
     )
 
 

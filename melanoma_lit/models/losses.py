@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -10,14 +12,20 @@ import torch.nn.functional as F
 class MaskedBCEWithLogits(nn.Module):
     """BCE-with-logits averaged over known entries only; masked entries give neither loss nor gradient.
 
-    ``focal_gamma`` > 0 turns it into focal loss; ``label_smoothing`` pulls targets towards 0.5.
+    ``pos_weight`` multiplies each class's positive terms (a tensor or a list, one per class; the saved
+    hyper-parameters hold a list); ``focal_gamma`` > 0 turns it into focal loss; ``label_smoothing`` pulls targets
+    towards 0.5.
     """
 
     def __init__(
-        self, pos_weight: torch.Tensor | None = None, label_smoothing: float = 0.0, focal_gamma: float = 0.0
+        self,
+        pos_weight: torch.Tensor | Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 0.0,
     ) -> None:
         super().__init__()
-        self.register_buffer("pos_weight", pos_weight.float() if pos_weight is not None else None)
+        weights = torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
+        self.register_buffer("pos_weight", weights)
         self.label_smoothing = label_smoothing
         self.focal_gamma = focal_gamma
 

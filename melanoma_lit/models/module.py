@@ -34,7 +34,6 @@ class LesionClassifier(pl.LightningModule):
         preprocessing: dict[str, Any],
         monitor: str = "val/auc_macro",
         monitor_mode: str = "max",
-        pos_weight: Sequence[float] | None = None,
         channels_last: bool = True,
         tta: int = 1,
     ) -> None:
@@ -48,8 +47,7 @@ class LesionClassifier(pl.LightningModule):
         scale = torch.tensor(255.0)
         self.register_buffer("mean", torch.tensor(preprocessing["mean"]).view(1, 3, 1, 1) * scale, persistent=False)
         self.register_buffer("std", torch.tensor(preprocessing["std"]).view(1, 3, 1, 1) * scale, persistent=False)
-        weights = torch.tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
-        self.criterion = MaskedBCEWithLogits(pos_weight=weights, **loss)
+        self.criterion = MaskedBCEWithLogits(**loss)
         self.val_metrics = LesionMetrics(self.classes)
         self.tta = tta
 
@@ -103,9 +101,7 @@ class LesionClassifier(pl.LightningModule):
 
     def create_optimizer(self) -> Optimizer:
         """The configured optimiser over the net's parameter groups (the bench times it without Lightning)."""
-        settings = dict(self.hparams.optimizer)
-        settings.pop("freeze_backbone_epochs", None)
-        return build_optimizer(self.net, **settings)
+        return build_optimizer(self.net, **self.hparams.optimizer)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.create_optimizer()
