@@ -88,7 +88,8 @@ def test_folds_file_is_written_once_and_reused(
     saved = pd.read_csv(path)
     assert list(saved.columns) == ["image_id", "group", "fold", "num_folds", "seed"]
     assert saved["image_id"].tolist() == table["image_id"].tolist()
-    assert list(tmp_path.joinpath("splits").iterdir()) == [path]
+    lock = path.with_name(f".{path.name}.lock")  # held while one process writes the file, kept for the next
+    assert sorted(tmp_path.joinpath("splits").iterdir()) == [lock, path]
     # a file edited by hand proves the second call reads it rather than recomputing
     saved.assign(fold=(saved["fold"] + 1) % 5).to_csv(path, index=False)
     reused = load_or_create_folds(table.iloc[::7], path, num_folds=5, seed=0)

@@ -47,7 +47,11 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _cache_files(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.rglob("*") if p.is_file())
+    """The cached images: every file but the lock each side's writer holds (one per side, checked here)."""
+    files = sorted(p for p in cache.rglob("*") if p.is_file())
+    locks = [p for p in files if p.parent == cache / "resized" and p.suffix == ".lock"]
+    assert all((p.parent / p.name.removeprefix(".").removesuffix(".lock")).is_dir() for p in locks)
+    return [p for p in files if p not in locks]
 
 
 @pytest.fixture

@@ -74,6 +74,9 @@ def cached_path(cache_root: str | Path, side: int, source: str, image_id: str) -
     return Path(cache_root) / "resized" / f"s{side}" / _file_name(source) / f"{_file_name(image_id)}{CACHE_SUFFIX}"
 
 
+LOCK_NAME = ".s{side}.lock"  # beside the side's folder: held while one process writes that side
+
+
 def prepare_cache(
     table: pd.DataFrame,
     cache_root: str | Path,
@@ -89,17 +92,23 @@ def prepare_cache(
     their size (JPEGs are copied byte for byte). Corrupt originals are listed in the report, not fatal.
     """
     _check_options(side, workers, quality)
-    lock_file = Path(cache_root) / "resized" / f".s{side}.lock"
+    started = time.perf_counter()
+    jobs = _jobs(table, Path(cache_root), side)
+    _refuse_original_folders(jobs)  # before the lock: a refused run writes nothing
+    lock_file = Path(cache_root) / "resized" / LOCK_NAME.format(side=side)
     with exclusive(lock_file, f"the s{side} resize cache in {cache_root}"):  # one process writes a side's files
-        return _prepare(table, Path(cache_root), side, workers, quality, progress)
+        return _prepare(jobs, Path(cache_root), side, workers, quality, progress, started)
 
 
 def _prepare(
-    table: pd.DataFrame, cache_root: Path, side: int, workers: int | None, quality: int, progress: bool
+    jobs: dict[Path, str],
+    cache_root: Path,
+    side: int,
+    workers: int | None,
+    quality: int,
+    progress: bool,
+    started: float,
 ) -> PrepareReport:
-    started = time.perf_counter()
-    jobs = _jobs(table, cache_root, side)
-    _refuse_original_folders(jobs)
     folders = {target.parent for target in jobs}
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
