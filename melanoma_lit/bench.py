@@ -189,6 +189,17 @@ def _check(bench: DictConfig) -> None:
             raise ConfigError(f"bench.{key}={bench[key]!r}: give a whole number of batches of at least 1.")
 
 
+def _wanted_stages(bench: DictConfig) -> set[str]:
+    """``bench.stages`` (null: every stage but the compiled ceiling, which bench.compile adds)."""
+    if bench.get("stages") is None:
+        return set(STAGES) - {"ceiling_compiled"}
+    unknown = sorted(set(bench.stages) - set(STAGES))
+    if unknown or not bench.stages:
+        names = ", ".join(name for name in STAGES if name != "ceiling_compiled")
+        raise ConfigError(f"bench.stages={list(bench.stages)}: give a non-empty list of {names} (or null for all).")
+    return set(bench.stages)
+
+
 def run_bench(cfg: DictConfig, command: str | None = None) -> dict[str, Any]:
     """Time every stage for the composed config; write ``bench.json`` into the run folder and return it."""
     bench = cfg.bench
@@ -205,31 +216,39 @@ def run_bench(cfg: DictConfig, command: str | None = None) -> dict[str, Any]:
     device, precision = fit.strategy.root_device, fit.precision  # the ceiling runs where and how the loop runs
     batch_size = datamodule.batch_size
 
-    stages: dict[str, Throughput] = {
-        "ceiling": measure_ceiling(model, batch_size, device, precision, warmup, steps),
-        "loader": measure_loader(datamodule.train_dataloader(), warmup, steps),
-        "loop": _timed(fit, fit_timer, lambda: fit.fit(model, train_dataloaders=datamodule.train_dataloader())),
-    }
+    wanted = _wanted_stages(bench)
+    stages: dict[str, Throughput] = {}
+    if "ceiling" in wanted:
+        stages["ceiling"] = measure_ceiling(model, batch_size, device, precision, warmup, steps)
+    if "loader" in wanted:
+        stages["loader"] = measure_loader(datamodule.train_dataloader(), warmup, steps)
+    if "loop" in wanted:
+        stages["loop"] = _timed(fit, fit_timer, lambda: fit.fit(model, datamodule=datamodule))
     val_loader = datamodule.val_dataloader()
-    eval_steps = _eval_steps(val_loader, warmup, bench.eval_steps)
-    val_timer = ThroughputTimer(warmup, eval_steps)
-    val = _trainer(cfg, val_timer, limit_val_batches=warmup + eval_steps)
-    stages["validation"] = _timed(val, val_timer, lambda: val.validate(model, dataloaders=val_loader, verbose=False))
-    predict_timer = ThroughputTimer(warmup, eval_steps)
-    predict = _trainer(cfg, predict_timer, limit_predict_batches=warmup + eval_steps)
-    stages["prediction"] = _timed(
-        predict, predict_timer, lambda: predict.predict(model, dataloaders=val_loader, return_predictions=False)
-    )
+    eval_steps = _eval_steps(val_loader, warmup, bench.eval_steps) if {"validation", "prediction"} & wanted else None
+    if "validation" in wanted:
+        val_timer = ThroughputTimer(warmup, eval_steps)
+        val = _trainer(cfg, val_timer, limit_val_batches=warmup + eval_steps)
+        stages["validation"] = _timed(
+            val, val_timer, lambda: val.validate(model, dataloaders=val_loader, verbose=False)
+        )
+    if "prediction" in wanted:
+        predict_timer = ThroughputTimer(warmup, eval_steps)
+        predict = _trainer(cfg, predict_timer, limit_predict_batches=warmup + eval_steps)
+        stages["prediction"] = _timed(
+            predict, predict_timer, lambda: predict.predict(model, dataloaders=val_loader, return_predictions=False)
+        )
     side = resolve_side(cfg)
     originals = OmegaConf.to_container(bench.originals, resolve=True)
-    folder = Path(cfg.paths.cache_dir) / "bench"
-    stages["prepare"] = measure_prepare(originals, folder, side, cfg.prepare.workers, cfg.prepare.quality)
+    if "prepare" in wanted:
+        folder = Path(cfg.paths.cache_dir) / "bench"
+        stages["prepare"] = measure_prepare(originals, folder, side, cfg.prepare.workers, cfg.prepare.quality)
     if bench.compile:
         compiled = build_model(cfg, datamodule)
         compiled.net.compile()
         stages["ceiling_compiled"] = measure_ceiling(compiled, batch_size, device, precision, warmup, steps)
 
-    ceiling = stages["ceiling"].images_per_second
+    ceiling = stages["ceiling"].images_per_second if "ceiling" in stages else None
     peaks = [stage.peak_gpu_memory_mib for stage in stages.values() if stage.peak_gpu_memory_mib is not None]
     report = {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -264,8 +283,8 @@ def run_bench(cfg: DictConfig, command: str | None = None) -> dict[str, Any]:
             },
         },
         "stages": {name: stage.to_dict() for name, stage in stages.items()},
-        "loop_to_ceiling": stages["loop"].images_per_second / ceiling,
-        "compile_gain": stages["ceiling_compiled"].images_per_second / ceiling if bench.compile else None,
+        "loop_to_ceiling": stages["loop"].images_per_second / ceiling if ceiling and "loop" in stages else None,
+        "compile_gain": stages["ceiling_compiled"].images_per_second / ceiling if bench.compile and ceiling else None,
         "peak_gpu_memory_mib": max(peaks, default=None),
     }
     output_dir = Path(cfg.paths.output_dir)
@@ -299,7 +318,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             "-" if peak is None else f"{peak:,.0f}",
         )
     console.print(table)
-    console.print(f"training loop / model ceiling: {report['loop_to_ceiling']:.3f}")
+    if report["loop_to_ceiling"] is not None:
+        console.print(f"training loop / model ceiling: {report['loop_to_ceiling']:.3f}")
     if report["compile_gain"] is not None:
         console.print(f"torch.compile / eager ceiling: {report['compile_gain']:.3f}")
 

@@ -53,6 +53,14 @@ def test_tiny_bench_times_every_stage_and_writes_bench_json(compose_config, tmp_
     assert report["setup"]["optimizer"] == "adamw" and report["setup"]["data"]["train"] > 0
 
 
+def test_bench_stages_times_only_the_stages_named(compose_config) -> None:
+    report = run_bench(compose_config("bench", *TINY, "bench.stages=[loader]"))
+    assert set(report["stages"]) == {"loader"} and report["stages"]["loader"]["images"] == EXPECTED_IMAGES["loader"]
+    assert report["loop_to_ceiling"] is None
+    with pytest.raises(ConfigError, match=r"bench\.stages=\['lodaer'\]"):
+        run_bench(compose_config("bench", *TINY, "bench.stages=[lodaer]"))
+
+
 def test_the_tiny_preset_shrinks_the_bench_knobs(compose_config) -> None:
     """Debug presets are merged inside train.yaml's defaults list: bench.yaml's own knobs must come before them."""
     full, tiny = compose_config("bench"), compose_config("bench", *TINY)

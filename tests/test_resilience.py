@@ -317,11 +317,14 @@ def test_same_seed_same_metrics_and_history(compose_train, tmp_path) -> None:
 
 def _first_epoch(compose_train, seed: int, *overrides: str) -> tuple[list[int], torch.Tensor]:
     """The image indices and augmented pixels of one training epoch, seeded as train() seeds it."""
-    cfg = compose_train(*SMALL_SYNTHETIC, "data.input_size=32", "data.batch_size=16", *overrides)
+    cfg = compose_train(*SMALL_SYNTHETIC, "data.input_size=32", "data.batch_size=16", "augment=strong", *overrides)
     pl.seed_everything(seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    batches = list(datamodule.train_dataloader())
+    batches = [  # with the photometric augmentation the device applies after the transfer
+        datamodule.on_after_batch_transfer(datamodule.on_before_batch_transfer(batch, 0), 0)
+        for batch in datamodule.train_dataloader()
+    ]
     return torch.cat([batch["index"] for batch in batches]).tolist(), torch.cat([batch["image"] for batch in batches])
 
 

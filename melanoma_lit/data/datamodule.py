@@ -14,6 +14,7 @@ from melanoma_lit.data.balance import positive_weights, sample_weights
 from melanoma_lit.data.build import DataSpec, DataSplits, build_splits, prepare_sources
 from melanoma_lit.data.cache import use_cache
 from melanoma_lit.data.dataset import LesionDataset
+from melanoma_lit.data.device_augment import photometric_augment
 from melanoma_lit.data.transforms import Augmentation, Preprocessing, eval_transform, train_transform
 
 
@@ -70,6 +71,19 @@ class LesionDataModule(pl.LightningDataModule):
     def summary(self) -> dict[str, Any]:
         self.setup()
         return self.splits.summary
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Training batches carry their photometric parameters: kept on the host (a numpy array is not moved), so
+        that applying them never reads the device."""
+        if "photometric" in batch:
+            batch["photometric"] = batch["photometric"].numpy()
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Training's photometric augmentation, on the device, batch-wise (data.device_augment)."""
+        if "photometric" in batch:
+            batch["image"] = photometric_augment(batch["image"], batch.pop("photometric"))
+        return batch
 
     def positive_weights(self) -> np.ndarray:
         self.setup()

@@ -36,12 +36,12 @@ class LesionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image: np.ndarray = load_rgb(self.paths[index], min_side=self.decode_side)
         if hasattr(self.transform, "set_random_seed"):
-            # An albumentations Compose keeps its own RNG, blind to seed_everything and copied unchanged into
-            # every DataLoader worker. Seeding it per sample from torch's RNG (which the DataLoader seeds per
-            # worker and epoch) makes augmentations reproducible, resumable and distinct across workers.
+            # A transform keeps its own RNG, blind to seed_everything and copied unchanged into every DataLoader
+            # worker. Seeding it per sample from torch's RNG (which the DataLoader seeds per worker and epoch)
+            # makes augmentations reproducible, resumable and distinct across workers.
             self.transform.set_random_seed(int(torch.randint(0, 2**31, ()).item()))
         return {
-            "image": self.transform(image=image)["image"],
+            **self.transform(image=image),  # image, and training's photometric parameters
             "target": self.targets[index],
             "known": self.known[index],
             "index": torch.tensor(index),

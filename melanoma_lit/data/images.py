@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -23,13 +24,14 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
-            if min_side and image.format == "JPEG":
-                width, height = image.size
-                # libjpeg decodes at 1/2, 1/4 or 1/8 (sides rounded up); PIL picks the largest reduction r with
-                # size // request >= r, so the request is the reduced size rounded down
-                fits = [r for r in (8, 4, 2) if math.ceil(min(width, height) / r) >= min_side]
-                if fits:
-                    image.draft("RGB", (width // fits[0], height // fits[0]))
+            width, height = image.size
+            # libjpeg decodes at 1/2, 1/4 or 1/8 (sides rounded up); PIL picks the largest reduction r with
+            # size // request >= r, so the request is the reduced size rounded down
+            fits = [r for r in (8, 4, 2) if min_side and math.ceil(min(width, height) / r) >= min_side]
+            if image.format == "JPEG" and fits:
+                image.draft("RGB", (width // fits[0], height // fits[0]))
+            elif image.format == "JPEG" and image.mode in ("RGB", "L") and (decoded := _fast_jpeg(path)) is not None:
+                return decoded
             ImageOps.exif_transpose(image, in_place=True)  # a copy only where the image is rotated
             return _to_rgb_array(image)
     except FileNotFoundError as error:
@@ -41,6 +43,20 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
             f"{path}: cannot decode image ({error}). The file is corrupt, truncated or not an image: "
             "re-download it, or remove it from the dataset."
         ) from error
+
+
+def _fast_jpeg(path: str | Path) -> np.ndarray | None:
+    """A whole RGB or gray JPEG through OpenCV, twice as fast as PIL on the small images a loader reads most (the
+    resize cache's, ISIC 2018's), with the same pixels (both are libjpeg-turbo) and the EXIF turn applied; None
+    where PIL must decide: a file not ending in the JPEG end marker (truncated?) or one OpenCV cannot decode."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data[-2:].tobytes() != _JPEG_END:
+        return None
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return None if decoded is None else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+_JPEG_END = b"\xff\xd9"
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
