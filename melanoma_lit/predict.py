@@ -27,6 +27,7 @@ from melanoma_lit.inference.predictions import (
     submission_table,
     write_submission,
 )
+from melanoma_lit.runs.checks import check_config, check_paths
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ def predict(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "predict")
+    check_paths(cfg, ["predictions_file"])
     predict(cfg)
 
 

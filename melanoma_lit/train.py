@@ -28,6 +28,7 @@ from melanoma_lit.inference.predictions import predict_table, write_predictions
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
+from melanoma_lit.runs.checks import check_config
 from melanoma_lit.runs.files import (
     CHECKPOINT_DIR,
     METRICS_FILE,
@@ -216,6 +217,7 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
+    check_config(cfg, "train")
     metrics = cross_validate(cfg) if OmegaConf.is_list(cfg.data.fold) else train(cfg)
     return metrics.get(cfg.monitor)
 

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
 from melanoma_lit.cli import friendly_errors
+from melanoma_lit.runs.checks import check_config, check_writable_folder
 from melanoma_lit.runs.files import (
     JOB_RECORD,
     METRICS_FILE,
@@ -128,6 +129,8 @@ class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
         ckpt_path = config.get("ckpt_path")
+        check_config(config, str(config.hydra.job.config_name))  # every knob, before Hydra makes the run folder
+        check_writable_folder(run_dir, "hydra.run.dir")
         check_run_dir(run_dir, ckpt_path)
         subdir = config.hydra.output_subdir
         if subdir is None or not (run_dir / subdir).exists():

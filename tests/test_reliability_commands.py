@@ -1,0 +1,256 @@
+"""Misuse of the commands, by category (issue 18): every bad value or path stops at once with one paragraph and
+exit code 2, no traceback, and nothing written or lost on disk.
+
+Most cases call the commands' Hydra entry points in this process (``invoke``: the same ``hydra.main`` a user
+runs, without a torch import per case); a few go through the real command line (``run_command``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from melanoma_lit.errors import ConfigError
+from melanoma_lit.runs.checks import RULES, check_config
+from tests.conftest import run_command
+
+COMMANDS = ("train", "evaluate", "predict")
+# Values that no numeric knob accepts (besides the out-of-range ones per rule below).
+NONSENSE = (math.nan, math.inf, -math.inf, 1e30, -7, "abc", True, [1, 2])
+# Knobs where 0 is nonsensical too (the others read 0 as "off").
+ZERO_IS_NONSENSE = (
+    "data.batch_size",
+    "data.eval_batch_size",
+    "data.input_size",
+    "data.num_folds",
+    "data.synthetic.n",
+    "data.synthetic.size",
+    "model.tta",
+    "optimizer.lr",
+    "optimizer.layer_decay",
+    "scheduler.factor",
+    "trainer.max_epochs",
+    "trainer.accumulate_grad_batches",
+    "trainer.log_every_n_steps",
+    "tta",
+    "batch_size",
+)
+
+
+def invoke(command: str, *arguments: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``python -m melanoma_lit.<command> ARGUMENTS`` in this process: its exit code and stderr."""
+    import importlib
+
+    module = importlib.import_module(f"melanoma_lit.{command}")
+    argv, sys.argv = sys.argv, [f"melanoma_lit.{command}", *arguments]
+    GlobalHydra.instance().clear()
+    capsys.readouterr()
+    try:
+        module.run(module.main, command)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return code, capsys.readouterr().err
+
+
+def assert_one_paragraph(code: int, err: str, *expected: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    text = err.strip()
+    assert text.startswith("Error: ") and "\n" not in text, err
+    for part in expected:
+        assert part in text, (part, text)
+
+
+def numeric_knobs(cfg) -> list[str]:
+    return [key for key, rule in RULES.items() if rule.kind in ("int", "float") and _present(cfg, key)]
+
+
+def _present(cfg, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return node is not None and leaf in node
+
+
+# --- 1. config values ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_numeric_knob_refuses_nonsense(compose_config, command: str) -> None:
+    """Each numeric knob of the command, set to 0 (where 0 means nothing), negative, nan, +-inf, huge, a word, a
+    bool or a list: a ConfigError naming the key and value, never another exception, never accepted."""
+    overrides = ("ckpt=x.ckpt", "input=x") if command == "predict" else ("ckpt=x.ckpt",) * (command == "evaluate")
+    cfg = compose_config(command, *overrides)
+    check_config(cfg, command)  # the defaults pass
+    knobs = numeric_knobs(cfg)
+    assert len(knobs) >= (40 if command == "train" else 3), knobs
+    for key in knobs:
+        values = NONSENSE + ((0,) if key in ZERO_IS_NONSENSE else ())
+        for value in values:
+            broken = cfg.copy()
+            OmegaConf.update(broken, key, value, merge=False)
+            with pytest.raises(ConfigError) as caught:
+                check_config(broken, command)
+                pytest.fail(f"{key}={value!r} accepted")
+            message = str(caught.value)
+            assert message.startswith(f"{key}=") and " must be " in message, message
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=st.sampled_from(sorted(k for k, r in RULES.items() if r.kind in ("int", "float"))),
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**12), 10**12), st.text()),
+)
+def test_a_numeric_knob_takes_exactly_its_range(key: str, value) -> None:
+    """Any value: accepted iff a finite number of the right kind inside the knob's range, else a ConfigError."""
+    rule = RULES[key]
+    cfg = OmegaConf.create({})
+    OmegaConf.update(cfg, key, value, force_add=True)
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    inside = number and (rule.kind == "float" or float(value).is_integer())
+    if inside and rule.low is not None:
+        inside = value > rule.low if rule.open_low else value >= rule.low
+    if inside and rule.high is not None:
+        inside = value < rule.high if rule.open_high else value <= rule.high
+    if inside:
+        check_config(cfg, "train")
+    else:
+        with pytest.raises(ConfigError):
+            check_config(cfg, "train")
+
+
+def test_enumerated_knobs_and_relations(compose_config) -> None:
+    cfg = compose_config("train")
+    for key, value in (
+        ("optimizer.name", "adamm"),
+        ("scheduler.name", "step"),
+        ("model.head.pool", "mean"),
+        ("monitor_mode", "maximum"),
+        ("trainer.accelerator", "gpux"),
+        ("data.pin_memory", "yes"),
+        ("augment.scale", [0.0, 1.0]),
+        ("augment.ratio", [2.0, 1.0]),
+        ("data.fold", -1),
+        ("data.fold", "first"),
+        ("trainer.min_epochs", 30),
+    ):
+        broken = cfg.copy()
+        OmegaConf.update(broken, key, value, merge=False)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            check_config(broken, "train")
+    check_config(compose_config("train", "optimizer=sgd", "scheduler=onecycle", "optimizer.name=AdamW"), "train")
+    check_config(compose_config("train", "debug=fast_dev_run", "data.fold=[0,1]"), "train")
+
+
+def test_bad_values_stop_the_commands_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's members and others, through each command's Hydra entry point: exit 2, one paragraph, and no
+    run folder made."""
+    run_dir = tmp_path / "run"
+    cases = [
+        ("train", ["data.batch_size=0"], "data.batch_size=0"),
+        ("train", ["data.num_workers=-1"], "data.num_workers=-1"),
+        ("train", ["optimizer.lr=nan"], "optimizer.lr=nan"),
+        ("train", ["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+        ("train", ["data.input_size=0"], "data.input_size=0"),
+        ("train", ["optimizer.weight_decay=-1e-4"], "optimizer.weight_decay=-0.0001"),
+        ("train", ["augment.hflip=1.5"], "augment.hflip=1.5"),
+        ("train", ["model.head.dropout=1"], "model.head.dropout=1"),
+        ("train", ["trainer.accumulate_grad_batches=inf"], "trainer.accumulate_grad_batches=inf"),
+        ("evaluate", ["ckpt=x.ckpt", "tta=0"], "tta=0"),
+        ("evaluate", ["ckpt=x.ckpt", "data.batch_size=many"], "data.batch_size='many'"),
+        ("predict", ["ckpt=x.ckpt", "input=x", "batch_size=-8"], "batch_size=-8"),
+        ("predict", ["ckpt=x.ckpt", "input=x", "num_workers=1e9"], "num_workers="),
+        ("predict", ["ckpt=x.ckpt", "input=x", "format=isic2016"], "format='isic2016'"),
+        ("export", ["ckpt=x.ckpt", "tolerance=0"], "tolerance=0"),
+        ("explain", ["ckpt=x.ckpt", "batch_size=0"], "batch_size=0"),
+    ]
+    for command, arguments, expected in cases:
+        code, err = invoke(command, *arguments, f"hydra.run.dir={run_dir}", capsys=capsys)
+        assert_one_paragraph(code, err, expected, "must be")
+        assert not run_dir.exists(), (command, arguments)
+
+
+def test_bad_values_through_the_real_command_line(tmp_path: Path) -> None:
+    for command, arguments, expected in (
+        ("train", ["optimizer.lr=inf"], "optimizer.lr=inf"),
+        ("predict", ["ckpt=x.ckpt", "input=x", "batch_size=0"], "batch_size=0"),
+    ):
+        result = run_command(command, *arguments, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+        assert_one_paragraph(result.returncode, result.stderr, expected)
+        assert not (tmp_path / "run").exists()
+
+
+# --- 2. paths ------------------------------------------------------------------------------------------------
+
+
+def test_bad_paths_are_named_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Unreadable checkpoints (truncated, text, not a training checkpoint) in every command that loads one, a
+    run folder given to any of them, a missing ckpt=, and output paths that cannot be written."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(b"\xff\xd8 not really")
+    whole = tmp_path / "whole.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "hyper_parameters": {}}, whole)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    text = tmp_path / "notes.ckpt"
+    text.write_text("these are my notes\n")
+    plain = tmp_path / "plain.ckpt"
+    torch.save([1, 2, 3], plain)
+    run = tmp_path / "some-run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_text("not a checkpoint")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+
+    inference = {
+        "evaluate": [],
+        "predict": [f"input={images}"],
+        "export": [],
+        "explain": [f"input={images}"],
+    }
+    for ckpt, expected in (
+        (truncated, "cannot be read"),
+        (text, "cannot be read"),
+        (plain, "not a melanoma_lit training checkpoint"),
+        (run, "cannot be read"),  # a run folder: resolved the same way by every command
+    ):
+        for command, arguments in inference.items():
+            out = tmp_path / f"out-{command}-{ckpt.stem}"
+            code, err = invoke(command, f"ckpt={ckpt}", *arguments, f"hydra.run.dir={out}", capsys=capsys)
+            assert_one_paragraph(code, err, "checkpoint", expected)
+            left = sorted(p.name for p in out.rglob("*") if ".hydra" not in p.parts and p.suffix != ".log")
+            assert left == [], (command, ckpt, left)
+    for command, arguments in inference.items():
+        code, err = invoke(command, *arguments, f"hydra.run.dir={tmp_path / 'x'}", capsys=capsys)
+        assert_one_paragraph(code, err, "ckpt is not set", "ckpt=<")
+    code, err = invoke("predict", f"ckpt={text}", f"hydra.run.dir={tmp_path / 'y'}", capsys=capsys)
+    assert_one_paragraph(code, err, "input is not set")
+
+    unwritable = [f"hydra.run.dir={a_file / 'run'}", f"hydra.run.dir={Path('/proc/melanoma-lit-run')}"]
+    for command in ("train", "evaluate", "prepare"):
+        for argument in unwritable:
+            extra = ["ckpt=x.ckpt"] if command == "evaluate" else []
+            code, err = invoke(command, *extra, argument, capsys=capsys)
+            assert_one_paragraph(code, err, "hydra.run.dir=", "Point hydra.run.dir at")
+    code, err = invoke(
+        "predict",
+        f"ckpt={whole}",
+        f"input={images}",
+        f"predictions_file={a_file / 'p.csv'}",
+        f"hydra.run.dir={tmp_path / 'z'}",
+        capsys=capsys,
+    )
+    assert_one_paragraph(code, err, "predictions_file=", "is a file, not a folder")
+    assert a_file.read_text() == "x"
