@@ -254,3 +254,39 @@ def test_bad_paths_are_named_before_any_work(tmp_path: Path, capsys: pytest.Capt
     )
     assert_one_paragraph(code, err, "predictions_file=", "is a file, not a folder")
     assert a_file.read_text() == "x"
+
+
+# --- 4. never delete what is not ours -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["isic2019", "isic2017", "folder"])
+def test_regenerating_a_synthetic_set_keeps_what_the_user_added(tmp_path: Path, layout: str) -> None:
+    """Files added to a generated set (beside the CSVs, among the images, in a new subfolder, even one named like
+    an image of the set's) stop a regeneration with their names, and nothing is deleted; the set alone is
+    regenerated, its own files only."""
+    from melanoma_lit.data.synthetic import COMPLETE_MARKER, ensure_synthetic, generate
+    from melanoma_lit.errors import DataError
+
+    out = tmp_path / "set"
+    generate(out, n=6, size=32, layout=layout, workers=1, progress=False)
+    images = sorted(p for p in out.rglob("*.jpg"))
+    image_folder = images[0].parent
+    added = [
+        out / "my-notes.txt",
+        image_folder / "ISIC_9999999.jpg",  # named like the generator's images, but not in its manifest
+        out / "mine" / "deep" / "photo.png",
+    ]
+    for number, path in enumerate(added):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"user file {number}")
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        with pytest.raises(DataError) as caught:
+            ensure_synthetic(out, n=4, size=32, layout=layout, seed=3, progress=False)
+        assert path.relative_to(out).as_posix() in str(caught.value) and "nothing was deleted" in str(caught.value)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        path.unlink()
+    # without the additions: regenerated in place, and an empty folder of the user's is left alone
+    (out / "mine" / "empty").mkdir()
+    ensure_synthetic(out, n=4, size=32, layout=layout, seed=3, progress=False)
+    assert len(list(out.rglob("*.jpg"))) == 4 and (out / COMPLETE_MARKER).is_file()
+    assert (out / "mine" / "empty").is_dir()
