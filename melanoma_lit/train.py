@@ -33,6 +33,7 @@ from melanoma_lit.runs.files import (
     CHECKPOINT_DIR,
     METRICS_FILE,
     VAL_PREDICTIONS,
+    check_resume,
     config_path,
     finished_metrics,
     finite,
@@ -111,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return finished
     checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
     resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, cfg.get("ckpt_path"))
+    check_resume(cfg, output_dir, resume_from)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     _save_config(cfg, output_dir)
@@ -128,8 +130,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    except SIGTERMException:
+    except SIGTERMException:  # SIGTERM, SIGUSR1 or a first Ctrl-C: last.ckpt saved (SignalCheckpoint)
         raise SystemExit(exit_code(callbacks)) from None
+    except SystemExit:  # Lightning ends a run it saw interrupted (a second Ctrl-C) with exit(1)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
     metrics: dict[str, float] = {}
     if len(datamodule.splits.val) and not trainer.fast_dev_run:

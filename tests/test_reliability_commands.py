@@ -230,7 +230,11 @@ def test_bad_paths_are_named_before_any_work(tmp_path: Path, capsys: pytest.Capt
             out = tmp_path / f"out-{command}-{ckpt.stem}"
             code, err = invoke(command, f"ckpt={ckpt}", *arguments, f"hydra.run.dir={out}", capsys=capsys)
             assert_one_paragraph(code, err, "checkpoint", expected)
-            left = sorted(p.name for p in out.rglob("*") if ".hydra" not in p.parts and p.suffix != ".log")
+            left = sorted(
+                p.name
+                for p in out.rglob("*")
+                if ".hydra" not in p.parts and p.suffix != ".log" and not p.name.startswith(".run.lock")
+            )
             assert left == [], (command, ckpt, left)
     for command, arguments in inference.items():
         code, err = invoke(command, *arguments, f"hydra.run.dir={tmp_path / 'x'}", capsys=capsys)
@@ -290,3 +294,148 @@ def test_regenerating_a_synthetic_set_keeps_what_the_user_added(tmp_path: Path, 
     ensure_synthetic(out, n=4, size=32, layout=layout, seed=3, progress=False)
     assert len(list(out.rglob("*.jpg"))) == 4 and (out / COMPLETE_MARKER).is_file()
     assert (out / "mine" / "empty").is_dir()
+
+
+# --- 3. one owner per run folder ------------------------------------------------------------------------------
+
+
+def test_a_second_command_in_a_held_run_folder_stops_and_names_the_first(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real train holds its run folder: a train, evaluate or prepare started in it meanwhile stops at once,
+    naming the first (PID, host) and writing nothing there; the first finishes as if alone."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
+
+    run = tmp_path / "shared-run"
+    arguments = ["debug=fast_dev_run", "data.input_size=32", *SMALL_SYNTHETIC, f"paths.cache_dir={cache_dir}"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "melanoma_lit.train", *arguments, f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    owner = run / ".run.lock.owner.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not owner.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # the first holds the folder for as long as the checks take
+        assert owner.exists(), first.communicate()
+        before = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
+        for command, extra in (("train", []), ("evaluate", ["ckpt=x.ckpt"]), ("prepare", [])):
+            code, err = invoke(command, *extra, f"hydra.run.dir={run}", capsys=capsys)
+            assert_one_paragraph(code, err, f"PID {first.pid} on {socket.gethostname()}", "in use by another command")
+        result = run_command("train", "ckpt_path=last", f"hydra.run.dir={run}", cwd=tmp_path)
+        assert_one_paragraph(result.returncode, result.stderr, f"PID {first.pid}")
+        assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == before
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    # once it has ended, the folder is free again (here: refused only because it holds a run)
+    code, err = invoke("train", f"hydra.run.dir={run}", capsys=capsys)
+    assert code == 2 and "in use" not in err
+
+
+def test_resuming_with_another_config_or_label_set_is_one_clear_error(
+    compose_train, tmp_path: Path, cache_dir: Path
+) -> None:
+    """``ckpt_path=last`` after changing what is trained lists the changed keys; run-time knobs may change; a
+    checkpoint of another label set or backbone is refused by name, before any training."""
+    from melanoma_lit.train import train
+
+    tiny = ("debug=limit", "data.input_size=32", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1")
+    first = compose_train(*tiny, "data.synthetic.n=96", "data.synthetic.size=64", "trainer.max_epochs=2")
+    run = Path(first.paths.output_dir)
+    train(first)
+    (run / "metrics.json").unlink()  # as if it had been stopped before the end
+    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for changed, keys in (
+        (["optimizer.lr=0.1"], "optimizer.lr: 0.0003 -> 0.1"),
+        (["backbone=densenet201", "model.head.dropout=0.5"], "backbone.name"),
+        (["data.synthetic.n=120"], "data.synthetic.n"),
+    ):
+        cfg = compose_train(*tiny, "data.synthetic.n=96", "data.synthetic.size=64", "ckpt_path=last", *changed)
+        with pytest.raises(ConfigError, match="was trained with another config") as caught:
+            train(cfg)
+        assert keys in str(caught.value)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+    # run-time knobs (more epochs, workers, devices) may change
+    more = compose_train(
+        *tiny, "data.synthetic.n=96", "data.synthetic.size=64", "ckpt_path=last", "trainer.max_epochs=3"
+    )
+    assert set(train(more)) and (run / "config.resume-1.yaml").is_file()
+
+    checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    run.rename(tmp_path / "first")
+    for other, what in ((["data.classes=[MEL,NV]"], "data.classes"), (["backbone=resnet152"], "backbone.name")):
+        cfg = compose_train(*tiny, "data.synthetic.n=96", "data.synthetic.size=64", f"ckpt_path={checkpoint}", *other)
+        with pytest.raises(ConfigError, match=f"was trained with {what}="):
+            train(cfg)
+        assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+# --- 6. interrupts ---------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_in_training_saves_and_says_how_to_resume(tmp_path: Path, cache_dir: Path) -> None:
+    """A real train, Ctrl-C (SIGINT) once an epoch has ended: exit 130, no traceback, last.ckpt readable, the
+    ckpt_path=last line, and no half-written file."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from melanoma_lit.runs.files import unreadable
+    from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
+
+    run = tmp_path / "run"
+    arguments = ["debug=limit", "data.input_size=32", *SMALL_SYNTHETIC, f"paths.cache_dir={cache_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "melanoma_lit.train", *arguments, "trainer.max_epochs=1000", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (run / "checkpoints" / "last.ckpt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert f"Resume with ckpt_path=last hydra.run.dir={run}" in err + out
+    assert unreadable(run / "checkpoints" / "last.ckpt") is None
+    assert [p for p in run.rglob("*") if p.name.endswith((".tmp", ".partial"))] == []
+
+
+def test_ctrl_c_in_any_command_exits_130_with_one_paragraph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while a command works (here: at its first long step): exit 130, one paragraph, no output file."""
+    import melanoma_lit.data.synthetic.generator as generator
+    import melanoma_lit.predict as predict
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict, "list_inputs", interrupted)
+    monkeypatch.setattr(generator, "_render_all", interrupted)
+    out = tmp_path / "p"
+    code, err = invoke("predict", "ckpt=x.ckpt", f"input={tmp_path}", f"hydra.run.dir={out}", capsys=capsys)
+    assert code == 130 and "Traceback" not in err and err.strip().startswith("Error: interrupted (Ctrl-C)"), err
+    assert not (out / "predictions.csv").exists()
+    code, err = invoke(
+        "train", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 't'}", capsys=capsys
+    )
+    assert code == 130 and "Traceback" not in err and "ckpt_path=last" in err, err
