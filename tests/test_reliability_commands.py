@@ -439,3 +439,89 @@ def test_ctrl_c_in_any_command_exits_130_with_one_paragraph(
         "train", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 't'}", capsys=capsys
     )
     assert code == 130 and "Traceback" not in err and "ckpt_path=last" in err, err
+
+
+# --- 5. nothing silently skipped -------------------------------------------------------------------------------
+
+
+def test_every_path_under_predict_input_is_predicted_or_listed_with_a_true_reason(
+    tiny_run: Path, synthetic_images: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Images, corrupt ones, an unreadable one, other files, hidden ones, a broken link, a folder link and a folder
+    that cannot be entered: each is a prediction row or an errors.csv row whose reason says what happened."""
+    import os
+    import shutil
+
+    import pandas as pd
+    from PIL import Image
+
+    folder = tmp_path / "input"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(synthetic_images[0], folder / "good.jpg")
+    shutil.copy(synthetic_images[1], folder / "sub" / "good2.jpg")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    shutil.copy(synthetic_images[2], folder / "locked.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x.jpg").write_bytes(b"")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "closed").mkdir()
+    shutil.copy(synthetic_images[3], folder / "closed" / "inside.jpg")
+
+    locked, closed = str(folder / "locked.jpg"), str(folder / "closed")
+    if os.geteuid() != 0:
+        os.chmod(locked, 0)
+        os.chmod(closed, 0)
+    else:  # root reads anything: the file system's answer to another user, simulated
+        real_open, real_scandir = Image.open, os.scandir
+
+        def open_as_user(path, *args, **kwargs):
+            if str(path) == locked:
+                raise PermissionError(13, "Permission denied", locked)
+            return real_open(path, *args, **kwargs)
+
+        def scandir_as_user(path="."):
+            if str(path) == closed:
+                raise PermissionError(13, "Permission denied", closed)
+            return real_scandir(path)
+
+        monkeypatch.setattr(Image, "open", open_as_user)
+        monkeypatch.setattr(os, "scandir", scandir_as_user)
+    output = tmp_path / "out" / "predictions.csv"
+    try:
+        code, err = invoke(
+            "predict",
+            f"ckpt={tiny_run}",
+            f"input={folder}",
+            f"predictions_file={output}",
+            "num_workers=0",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            capsys=capsys,
+        )
+    finally:
+        if os.geteuid() != 0:
+            os.chmod(locked, 0o644)
+            os.chmod(closed, 0o755)
+    assert code == 0, err
+    predicted = pd.read_csv(output)["image_name" if "image_name" in pd.read_csv(output) else "image"].tolist()
+    assert sorted(predicted) == ["good", "sub/good2"]
+    errors = pd.read_csv(output.with_name("predictions.errors.csv"))
+    reasons = dict(zip(errors["path"], errors["reason"], strict=True))
+    expected = {
+        "corrupt.jpg": "cannot decode image",
+        "locked.jpg": "permission denied",
+        "notes.txt": "not an image file",
+        ".DS_Store": "hidden file",
+        ".cache": "hidden folder",
+        "gone.jpg": "a broken link",
+        "linked": "a link to a folder",
+        "closed": "cannot enter it (permission denied)",
+    }
+    assert set(reasons) == {str(folder / name) for name in expected}, reasons
+    for name, reason in expected.items():
+        assert reason in reasons[str(folder / name)], (name, reasons[str(folder / name)])
+    assert "corrupt" not in reasons[locked]
