@@ -11,7 +11,7 @@ from omegaconf import DictConfig, ListConfig
 
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.runs.checks import check_config
+from melanoma_lit.runs.checks import check_config, check_paths
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -39,6 +39,7 @@ def input_images(images: Sequence[str], folder: str | None) -> list[Path]:
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     check_config(cfg, "explain")
+    check_paths(cfg, ["paths.output_dir"])
     import torch
 
     from melanoma_lit.inference.gradcam import GRADCAM_TABLE, write_explanations

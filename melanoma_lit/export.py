@@ -27,7 +27,7 @@ from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.errors import ConfigError, MelanomaLitError
 from melanoma_lit.inference.predictions import resolve_checkpoints
 from melanoma_lit.models.module import LesionClassifier
-from melanoma_lit.runs.checks import check_config
+from melanoma_lit.runs.checks import check_config, check_paths
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ def preprocessing_manifest(classifier: LesionClassifier, fmt: str, model_file: s
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     check_config(cfg, "export")
+    check_paths(cfg, ["paths.output_dir"])
     result = export_checkpoint(
         cfg.ckpt, cfg.format, cfg.paths.output_dir, opset=cfg.opset, check=cfg.check, tolerance=cfg.tolerance
     )

@@ -191,7 +191,7 @@ def predict(cfg: DictConfig) -> Path:
 @friendly_errors
 def main(cfg: DictConfig) -> None:
     check_config(cfg, "predict")
-    check_paths(cfg, ["predictions_file"])
+    check_paths(cfg, ["paths.output_dir", "predictions_file"])  # before any image is read
     predict(cfg)
 
 

@@ -28,7 +28,7 @@ from melanoma_lit.inference.predictions import predict_table, write_predictions
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
-from melanoma_lit.runs.checks import check_config
+from melanoma_lit.runs.checks import check_config, check_paths
 from melanoma_lit.runs.files import (
     CHECKPOINT_DIR,
     METRICS_FILE,
@@ -224,6 +224,7 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
     check_config(cfg, "train")
+    check_paths(cfg, ["paths.output_dir"])
     metrics = cross_validate(cfg) if OmegaConf.is_list(cfg.data.fold) else train(cfg)
     return metrics.get(cfg.monitor)
 

@@ -257,6 +257,17 @@ def test_bad_paths_are_named_before_any_work(tmp_path: Path, capsys: pytest.Capt
         capsys=capsys,
     )
     assert_one_paragraph(code, err, "predictions_file=", "is a file, not a folder")
+    for command in ("export", "evaluate", "explain"):
+        extra = [f"input={images}"] if command == "explain" else []
+        code, err = invoke(
+            command,
+            f"ckpt={whole}",
+            *extra,
+            f"paths.output_dir={a_file / 'out'}",
+            f"hydra.run.dir={tmp_path / 'w'}",
+            capsys=capsys,
+        )
+        assert_one_paragraph(code, err, "paths.output_dir=", "is a file, not a folder")
     assert a_file.read_text() == "x"
 
 
