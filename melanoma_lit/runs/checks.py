@@ -148,12 +148,27 @@ RULES: dict[str, Rule] = {
     "trainer.deterministic": Rule("bool"),
     "trainer.enable_model_summary": Rule("bool"),
     "trainer.accelerator": Rule("choice", choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu")),
+    "trainer.limit_train_batches": _float(0.0, _HUGE, open_low=True, nullable=True, fix="1.0 = every batch."),
+    "trainer.limit_val_batches": _float(0.0, _HUGE, nullable=True),
+    "trainer.limit_predict_batches": _float(0.0, _HUGE, open_low=True, nullable=True),
+    "trainer.overfit_batches": _float(0.0, _HUGE, nullable=True),
     "callbacks.early_stopping.patience": _int(0, _HUGE),
+    "callbacks.model_checkpoint.save_top_k": Rule("int", -1, _HUGE, fix="-1 keeps every checkpoint."),
+    "callbacks.media.table_rows": _int(0, 100_000),
+    "callbacks.media.gradcam": _int(0, 10_000),
+    "callbacks.media.thumbnail": _int(16, 4096),
     "callbacks.early_stopping.min_delta": _float(0.0, 1e6),
     "callbacks.backbone_freeze.unfreeze_at_epoch": _int(0, _HUGE),
     "callbacks.media.every_n_epochs": _int(0, _HUGE),
     "seed": _int(0, 2**32 - 1, nullable=True),
     "monitor_mode": Rule("choice", choices=("max", "min")),
+    # prepare and bench
+    "prepare.side": _int(16, 16384, nullable=True, fix="null derives it from prepare.sizes or the backbone."),
+    "prepare.workers": _int(1, 1024, nullable=True, fix="null uses every available core."),
+    "prepare.quality": _int(1, 100, fix="JPEG quality, e.g. 95."),
+    "bench.warmup_steps": _int(0, _HUGE),
+    "bench.steps": _int(1, _HUGE),
+    "bench.eval_steps": _int(1, _HUGE),
     # inference (evaluate, predict, explain)
     "tta": _int(1, 8, nullable=True, fix="null uses each checkpoint's own model.tta."),
     "num_workers": _int(0, 1024, nullable=True, fix=_WORKERS),
@@ -207,6 +222,13 @@ def _check_relations(cfg: DictConfig) -> None:
             f"trainer.min_epochs={low} is above trainer.max_epochs={high}: training would stop before it may. "
             f"Lower trainer.min_epochs to at most {high}, or raise trainer.max_epochs."
         )
+    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_predict_batches"):
+        value = _select(cfg, key)
+        if isinstance(value, float) and not value.is_integer() and value > 1:
+            raise ConfigError(
+                f"{key}={value}: a fraction of the batches is at most 1.0, a number of batches is a whole number. "
+                f"Fix it, e.g. {key}=1.0 (every batch) or {key}=10."
+            )
     fold = _select(cfg, "data.fold")
     folds = fold if isinstance(fold, list) else [fold]
     for item in folds:
