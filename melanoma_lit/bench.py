@@ -37,6 +37,7 @@ from melanoma_lit.data.synthetic import ensure_synthetic
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.models.module import LesionClassifier
 from melanoma_lit.prepare import resolve_side
+from melanoma_lit.runs.checks import check_config
 from melanoma_lit.train import build_datamodule, build_model, instantiate_all
 
 # The timed loop skips validation on purpose (validation is timed on its own).
@@ -327,6 +328,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "bench")
     command = " ".join(["python -m melanoma_lit.bench", *HydraConfig.get().overrides.task])
     print_report(run_bench(cfg, command=command))
 

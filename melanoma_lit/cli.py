@@ -64,6 +64,18 @@ def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return task(*args, **kwargs)
+        except KeyboardInterrupt:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
+                raise
+            message = (
+                f"interrupted (Ctrl-C): {task.__module__.rpartition('.')[2]} stopped before it finished. Every file "
+                "it had finished is whole and files it was writing were never put in place (each is written under "
+                "a temporary name, then renamed). Run the same command again to do the rest"
+                + (", with ckpt_path=last and the same hydra.run.dir to continue training." if _training(task) else ".")
+            )
+            _log_to_files(message)
+            print(f"\nError: {message}\n", file=sys.stderr)
+            sys.exit(130)
         except MelanomaLitError as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
@@ -73,6 +85,10 @@ def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def _training(task: Callable[..., Any]) -> bool:
+    return task.__module__.endswith(".train")
 
 
 def _log_to_files(message: str) -> None:

@@ -27,6 +27,7 @@ from melanoma_lit.inference.predictions import (
 )
 from melanoma_lit.metrics.isic import compute_metrics, confusion_matrix
 from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.runs.checks import check_config, check_paths
 from melanoma_lit.runs.files import write_metrics
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
+    check_config(cfg, "evaluate")
+    check_paths(cfg, ["paths.output_dir"])
     metrics = evaluate(cfg)
     return next((value for key, value in metrics.items() if key.endswith("/auc_macro")), None)
 

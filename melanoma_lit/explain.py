@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig
 
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.errors import ConfigError
+from melanoma_lit.runs.checks import check_config, check_paths
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -37,9 +38,12 @@ def input_images(images: Sequence[str], folder: str | None) -> list[Path]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explain")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "explain")
+    check_paths(cfg, ["paths.output_dir"])
     import torch
 
     from melanoma_lit.inference.gradcam import GRADCAM_TABLE, write_explanations
+    from melanoma_lit.inference.predictions import resolve_checkpoints
     from melanoma_lit.models.module import LesionClassifier
 
     out = Path(cfg.paths.output_dir)
@@ -50,7 +54,12 @@ def main(cfg: DictConfig) -> None:
         )
     paths = input_images(list(cfg.images), cfg.input)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    model = LesionClassifier.from_checkpoint(cfg.ckpt, map_location=device).eval()
+    checkpoints = resolve_checkpoints(cfg.ckpt)  # a .ckpt file or a run dir, as every command takes
+    if len(checkpoints) != 1:
+        raise ConfigError(
+            f"ckpt={cfg.ckpt} names {len(checkpoints)} checkpoints; explain takes one: pass a run dir or a .ckpt file."
+        )
+    model = LesionClassifier.from_checkpoint(checkpoints[0], map_location=device).eval()
     classes = cfg["class"]
     classes = list(classes) if isinstance(classes, ListConfig) else [classes] if classes else None
     rows = write_explanations(model, paths, out, classes, cfg.method, cfg.layer, cfg.batch_size)

@@ -27,6 +27,7 @@ from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.errors import ConfigError, MelanomaLitError
 from melanoma_lit.inference.predictions import resolve_checkpoints
 from melanoma_lit.models.module import LesionClassifier
+from melanoma_lit.runs.checks import check_config, check_paths
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,8 @@ def preprocessing_manifest(classifier: LesionClassifier, fmt: str, model_file: s
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "export")
+    check_paths(cfg, ["paths.output_dir"])
     result = export_checkpoint(
         cfg.ckpt, cfg.format, cfg.paths.output_dir, opset=cfg.opset, check=cfg.check, tolerance=cfg.tolerance
     )

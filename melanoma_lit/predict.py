@@ -7,6 +7,7 @@ Images that cannot be read do not stop a run: they go to ``<predictions_file ste
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -27,6 +28,7 @@ from melanoma_lit.inference.predictions import (
     submission_table,
     write_submission,
 )
+from melanoma_lit.runs.checks import check_config, check_paths
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,7 @@ def list_inputs(source: str | Path, image_dir: str | Path | None = None) -> pd.D
 
 
 def _from_folder(folder: Path) -> pd.DataFrame:
-    files = sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in PREDICT_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    files, _ = _walk(folder)
     if not files:
         raise DataError(f"input={folder}: no image files ({', '.join(sorted(PREDICT_SUFFIXES))}) in this folder.")
     return pd.DataFrame(
@@ -73,6 +69,45 @@ def _from_folder(folder: Path) -> pd.DataFrame:
             "path": [str(path) for path in files],
         }
     )
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Everything below ``folder``, sorted: the image files to predict, and ``(path, reason)`` for each entry that
+    is not predicted (another kind of file, a hidden file or folder, a folder that cannot be entered, a broken
+    link)."""
+    taken: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+
+    def cannot_enter(error: OSError) -> None:
+        why = "permission denied" if isinstance(error, PermissionError) else (error.strerror or str(error))
+        skipped.append((str(error.filename), f"folder not searched: cannot enter it ({why}); fix its permissions"))
+
+    for root, dirs, names in os.walk(folder, onerror=cannot_enter):
+        for name in sorted(dirs):
+            if name.startswith("."):
+                skipped.append((str(Path(root) / name), "hidden folder (name starts with '.'): not searched"))
+            elif (Path(root) / name).is_symlink():
+                skipped.append((str(Path(root) / name), "a link to a folder: not searched (pass its target as input)"))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (Path(root) / d).is_symlink())
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith("."):
+                skipped.append((str(path), "hidden file (name starts with '.'): not predicted"))
+            elif path.suffix.lower() not in PREDICT_SUFFIXES:
+                suffixes = ", ".join(sorted(PREDICT_SUFFIXES))
+                skipped.append((str(path), f"not an image file by its suffix ({suffixes}): not predicted"))
+            elif not path.is_file():
+                skipped.append((str(path), "not a regular file (a broken link, a device or a pipe): not predicted"))
+            else:
+                taken.append(path)
+    return sorted(taken), sorted(skipped)
+
+
+def skipped_inputs(source: str | Path) -> pd.DataFrame:
+    """The entries below a folder ``input`` that are not predicted, with the reason (columns ``path``, ``reason``);
+    none for a CSV input, whose missing or unreadable files are reported by the prediction itself."""
+    source = Path(source).expanduser()
+    return pd.DataFrame(_walk(source)[1] if source.is_dir() else [], columns=["path", "reason"])
 
 
 def _from_csv(csv: Path, image_dir: Path) -> pd.DataFrame:
@@ -140,16 +175,23 @@ def predict(cfg: DictConfig) -> Path:
     ok = predictions.ok
     output = write_submission(output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))
     errors = errors_path(output)
-    predictions.errors.to_csv(errors, index=False)
+    skipped = skipped_inputs(cfg.input)
+    partial = errors.with_name(f".{errors.name}.partial")
+    pd.concat([predictions.errors, skipped], ignore_index=True).to_csv(partial, index=False)
+    os.replace(partial, errors)
     log.info("wrote %d predictions (%s format) to %s", int(ok.sum()), fmt, output)
     if len(predictions.errors):
         log.warning("%d images could not be read; listed with the reason in %s", len(predictions.errors), errors)
+    if len(skipped):
+        log.warning("%d entries under input are not images and were not predicted; listed in %s", len(skipped), errors)
     return output
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "predict")
+    check_paths(cfg, ["paths.output_dir", "predictions_file"])  # before any image is read
     predict(cfg)
 
 

@@ -18,6 +18,7 @@ from melanoma_lit.data.cache import PrepareReport, prepare_cache
 from melanoma_lit.data.transforms import Preprocessing
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.backbone import preprocessing_for
+from melanoma_lit.runs.checks import check_config
 
 _CORRUPT_SHOWN = 20
 
@@ -79,6 +80,7 @@ def print_report(report: PrepareReport, console: Console | None = None) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "prepare")
     print_report(run_prepare(cfg))
 
 

@@ -28,10 +28,12 @@ from melanoma_lit.inference.predictions import predict_table, write_predictions
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
+from melanoma_lit.runs.checks import check_config, check_paths
 from melanoma_lit.runs.files import (
     CHECKPOINT_DIR,
     METRICS_FILE,
     VAL_PREDICTIONS,
+    check_resume,
     config_path,
     finished_metrics,
     finite,
@@ -110,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return finished
     checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
     resume_from = resolve_resume(output_dir, checkpoint_dir or output_dir / CHECKPOINT_DIR, cfg.get("ckpt_path"))
+    check_resume(cfg, output_dir, resume_from)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     _save_config(cfg, output_dir)
@@ -127,8 +130,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    except SIGTERMException:
+    except SIGTERMException:  # SIGTERM, SIGUSR1 or a first Ctrl-C: last.ckpt saved (SignalCheckpoint)
         raise SystemExit(exit_code(callbacks)) from None
+    except SystemExit:  # Lightning ends a run it saw interrupted (a second Ctrl-C) with exit(1)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
     metrics: dict[str, float] = {}
     if len(datamodule.splits.val) and not trainer.fast_dev_run:
@@ -216,6 +223,8 @@ def _save_config(cfg: DictConfig, output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
+    check_config(cfg, "train")
+    check_paths(cfg, ["paths.output_dir"])
     metrics = cross_validate(cfg) if OmegaConf.is_list(cfg.data.fold) else train(cfg)
     return metrics.get(cfg.monitor)
 

@@ -34,7 +34,8 @@ def _expected_probabilities(run: Path, paths: list[Path]) -> np.ndarray:
 @pytest.fixture
 def messy_folder(tmp_path: Path, synthetic_images: list[str]) -> tuple[Path, dict[str, Path], list[Path]]:
     """Three good JPEGs (one in a subfolder), a good PNG, a truncated JPEG, a text file named .jpg, and files
-    that are not candidates at all: a .txt and a hidden macOS resource fork."""
+    that are not candidates at all (listed in the errors file with that reason): a .txt and a hidden macOS
+    resource fork."""
     folder = tmp_path / "incoming"
     (folder / "clinic_b").mkdir(parents=True)
     good = {
@@ -82,9 +83,15 @@ def test_folder_with_bad_files_predicts_every_readable_image(tiny_run, messy_fol
 
     errors = pd.read_csv(tmp_path / "out" / "preds.errors.csv")
     assert list(errors.columns) == ["path", "reason"]
-    assert sorted(errors["path"]) == sorted(str(path) for path in bad)
-    for row in errors.itertuples():
-        assert row.path in row.reason and "cannot decode image" in row.reason
+    unread = errors[errors["reason"].str.contains("cannot decode image")]
+    assert sorted(unread["path"]) == sorted(str(path) for path in bad)
+    for row in unread.itertuples():
+        assert row.path in row.reason
+    # the files that are not candidates are listed too, each with why (nothing under input is silently skipped)
+    others = dict(zip(errors["path"], errors["reason"], strict=True))
+    assert len(errors) == len(bad) + 2
+    assert others[str(folder / "readme.txt")].startswith("not an image file by its suffix")
+    assert others[str(folder / "._ISIC_0000001.jpg")].startswith("hidden file")
 
 
 def test_csv_input_with_a_missing_file_lists_it(tiny_run, synthetic_images, compose_config, tmp_path) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class SignalCheckpoint(Callback):
-    """On SIGTERM or SIGUSR1 (the usual pre-emption warnings of SLURM and other schedulers): finish the
+    """On SIGTERM, SIGUSR1 (the usual pre-emption warnings of SLURM and other schedulers) or Ctrl-C: finish the
     current batch, write ``<dirpath>/<filename>.ckpt`` and stop; ``exit_code`` is then 128 + the signal.
 
     Lightning itself turns SIGTERM into a stop after the batch; this callback adds SIGUSR1 (unless SLURM
@@ -40,6 +40,7 @@ class SignalCheckpoint(Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.received: int | None = None
         self._previous: Any = None
+        self._previous_int: Any = None
 
     @property
     def exit_code(self) -> int:
@@ -51,9 +52,15 @@ class SignalCheckpoint(Callback):
         held = signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
         if threading.current_thread() is threading.main_thread() and not held:
             self._previous = signal.signal(signal.SIGUSR1, self._stop)
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C as a pre-emption: finish the batch, save, exit 130; a second Ctrl-C stops at once
+            self._previous_int = signal.signal(signal.SIGINT, self._stop)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: saving a checkpoint after this batch (Ctrl-C again to stop without one)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         lightning_sigterm = signal.getsignal(signal.SIGTERM)  # Lightning's: stop after this batch
         if callable(lightning_sigterm):
             lightning_sigterm(signal.SIGTERM, frame)
@@ -86,7 +93,9 @@ class SignalCheckpoint(Callback):
     def _restore_handler(self) -> None:
         if self._previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, self._previous)
-        self._previous = None
+        if self._previous_int is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_int)
+        self._previous = self._previous_int = None
 
 
 class ResumeState(Callback):

@@ -38,6 +38,13 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> np.ndarray:
         raise DataError(
             f"{path}: image file not found. Re-download it, or set data.allow_missing=true to skip missing images."
         ) from error
+    except PermissionError as error:
+        raise DataError(
+            f"{path}: cannot read the file: permission denied ({error.strerror}). The image may be fine: give this "
+            "user read permission (chmod a+r), or run as a user who can read it."
+        ) from error
+    except IsADirectoryError as error:
+        raise DataError(f"{path}: a folder, not an image file. Remove it from the image list.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(
             f"{path}: cannot decode image ({error}). The file is corrupt, truncated or not an image: "

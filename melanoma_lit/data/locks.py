@@ -6,12 +6,19 @@ shared file under an inter-process lock, the others wait for it and then use wha
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from melanoma_lit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,3 +38,40 @@ def exclusive(lock_file: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+OWNER_SUFFIX = ".owner.json"  # beside a held lock: who holds it (pid, host, command, since)
+
+
+def hold(lock_file: str | Path, what: str) -> FileLock:
+    """Take ``lock_file`` for the life of this process (or until ``release``), without waiting; when another
+    process holds it, raise ConfigError naming that process (its PID, host, command and start time)."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file)
+    owner = lock_file.with_name(lock_file.name + OWNER_SUFFIX)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"{what} is in use by another command ({_describe(owner)}); two commands writing one folder would mix "
+            "their files. Wait for it to end (or stop it), or give this command another folder."
+        ) from None
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(sys.argv),
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = owner.with_name(owner.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, owner)
+    return lock
+
+
+def _describe(owner: Path) -> str:
+    try:
+        record = json.loads(owner.read_text())
+        return f"PID {record['pid']} on {record['host']} since {record['since']}: {record['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not yet recorded itself"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classe
     frame = submission_table(table["image_id"], probs, classes, "generic")
     for key, value in extra.items():
         frame[key] = value
-    frame.to_csv(path, index=False, float_format="%.6f")
+    partial = path.with_name(f".{path.name}.partial")
+    frame.to_csv(partial, index=False, float_format="%.6f")
+    os.replace(partial, path)
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------
@@ -271,5 +274,7 @@ def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:
     """Full float64 precision, so a scorer reading the file ranks exactly what our metrics ranked."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    partial = path.with_name(f".{path.name}.partial")  # renamed into place: an interrupt leaves no half file
+    frame.to_csv(partial, index=False)
+    os.replace(partial, path)
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,29 @@ class LesionClassifier(pl.LightningModule):
         """Load for inference or fine-tuning; never downloads weights, the checkpoint holds them."""
         if not Path(path).is_file():
             raise ConfigError(f"checkpoint {path} not found: pass ckpt=<run dir>/checkpoints/best.ckpt")
-        hparams = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=False)
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
+            raise ConfigError(
+                f"checkpoint {path}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:160]}). "
+                "The file is truncated (a copy cut short?) or not a checkpoint: copy it again, or pass another "
+                "ckpt=<file or run dir>."
+            ) from None
+        if not isinstance(content, dict) or not isinstance(content.get("hyper_parameters"), dict):
+            raise ConfigError(
+                f"checkpoint {path}: a PyTorch file but not a melanoma_lit training checkpoint (no hyper_parameters). "
+                "Pass a checkpoint written by melanoma_lit.train (<run dir>/checkpoints/best.ckpt) or its run dir."
+            )
+        hparams = content["hyper_parameters"]
         backbone = {**hparams["backbone"], "pretrained": False, "checkpoint_path": None}
-        return cls.load_from_checkpoint(path, map_location=map_location, backbone=backbone)
+        try:
+            return cls.load_from_checkpoint(path, map_location=map_location, backbone=backbone)
+        except (RuntimeError, KeyError, TypeError) as error:
+            raise ConfigError(
+                f"checkpoint {path}: its weights do not fit the model its settings describe "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:160]}). Pass a checkpoint written by this "
+                "version of melanoma_lit.train."
+            ) from None
 
     @property
     def preprocessing(self) -> Preprocessing:

@@ -89,7 +89,10 @@ def finite(metrics: dict[str, float]) -> dict[str, float | None]:
 def write_metrics(output_dir: str | Path, metrics: dict[str, float], **details: Any) -> None:
     """``metrics.json``: the final ``metrics`` first, then what produced them (``details``)."""
     summary = {"metrics": finite(metrics), **details}
-    (Path(output_dir) / METRICS_FILE).write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+    path = Path(output_dir) / METRICS_FILE
+    partial = path.with_name(f".{path.name}.partial")  # renamed into place: an interrupt leaves no half file
+    partial.write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
+    os.replace(partial, path)
 
 
 def resolve_resume(output_dir: str | Path, checkpoint_dir: str | Path, ckpt_path: str | None) -> str | None:
@@ -124,6 +127,95 @@ def resolve_resume(output_dir: str | Path, checkpoint_dir: str | Path, ckpt_path
         "or corrupt). Move them out of the run folder to train this run again from scratch, or give "
         "ckpt_path=<a good checkpoint file>."
     )
+
+
+# Keys a continued run may change: where things are and how fast they run, not what is trained.
+RUN_TIME_KEYS = (
+    "ckpt_path",
+    "paths",
+    "hydra",
+    "logger",
+    "task_name",
+    "trainer.devices",
+    "trainer.accelerator",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.precision",
+    "trainer.max_epochs",
+    "trainer.min_epochs",
+    "trainer.default_root_dir",
+    "trainer.enable_model_summary",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.eval_batch_size",
+    "data.cache_dir",
+    "callbacks.media",
+    "callbacks.lr_monitor",
+)
+
+
+def check_resume(cfg: DictConfig, output_dir: str | Path, resume_from: str | None) -> None:
+    """A continued run trains what its first start trained: refuse ``ckpt_path=last`` when the run's saved config
+    differs from this one in anything but run-time knobs (listing the keys), and any checkpoint of another label
+    set or backbone."""
+    if resume_from is None:
+        return
+    output_dir = Path(output_dir)
+    saved = sorted(output_dir.glob("config.resume-*.yaml"), key=lambda p: int(p.stem.rpartition("-")[2]))
+    saved = saved[-1:] or [output_dir / "config.yaml"]
+    if cfg.get("ckpt_path") == "last" and saved[0].is_file():
+        before = _flat(OmegaConf.to_container(OmegaConf.load(saved[0]), resolve=False))
+        now = _flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))  # as saved
+        changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key) and _trained(key))
+        if changed:
+            shown = "; ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:6])
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise ConfigError(
+                f"ckpt_path=last: the run in {output_dir} was trained with another config ({shown}{more}; saved in "
+                f"{saved[0].name}). Continue it with the same settings (drop those overrides), or start a new run "
+                "without ckpt_path=last in another hydra.run.dir."
+            )
+    hparams = _hyper_parameters(resume_from)
+    classes = list(cfg.data.classes) if OmegaConf.select(cfg, "data.classes") is not None else None
+    backbone = OmegaConf.select(cfg, "backbone.name")
+    theirs_classes = hparams.get("classes")
+    theirs_backbone = (hparams.get("backbone") or {}).get("name")
+    for what, ours, theirs in (("data.classes", classes, theirs_classes), ("backbone.name", backbone, theirs_backbone)):
+        if ours is not None and theirs is not None and (list(theirs) if isinstance(theirs, list) else theirs) != ours:
+            raise ConfigError(
+                f"ckpt_path={cfg.get('ckpt_path')}: {resume_from} was trained with {what}={theirs}, this run has "
+                f"{what}={ours}; its weights cannot continue this training. Resume with the checkpoint's {what}, or "
+                "start a new run from scratch without ckpt_path."
+            )
+
+
+def _trained(key: str) -> bool:
+    return not any(key == k or key.startswith(k + ".") for k in RUN_TIME_KEYS) and not key.endswith(
+        (".root", "dirpath")
+    )
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _hyper_parameters(checkpoint: str | Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        content = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
+        return {}
+    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
+    return dict(hparams) if isinstance(hparams, dict) else {}
 
 
 def first_free(template: Path) -> Path:

@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from filelock import FileLock
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
 from melanoma_lit.cli import friendly_errors
+from melanoma_lit.data.locks import hold
+from melanoma_lit.runs.checks import check_config, check_writable_folder
 from melanoma_lit.runs.files import (
     JOB_RECORD,
     METRICS_FILE,
@@ -120,6 +123,26 @@ def _is_rank_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in _RANK_VARIABLES)
 
 
+RUN_LOCK = ".run.lock"  # in a run folder while a command runs in it (and its .owner.json: who)
+_held: dict[Path, FileLock] = {}  # run folder -> its lock, held by this process
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """One command per run folder: hold its lock until the command ends (released by the OS if it dies);
+    ConfigError naming the other command (PID, host) when one holds it. DDP ranks other than 0 rerun the job
+    in rank 0's folder, which holds the lock for them."""
+    run_dir = run_dir.resolve()
+    if run_dir in _held or not _is_rank_zero():
+        return
+    _held[run_dir] = hold(run_dir / RUN_LOCK, f"run folder {run_dir}")
+
+
+def release_run_dir(run_dir: Path) -> None:
+    lock = _held.pop(run_dir.resolve(), None)
+    if lock is not None:
+        lock.release()
+
+
 class RunDirGuard(Callback):
     """Hydra callback, before Hydra writes into the run folder: check_run_dir, then keep the Hydra files of
     an earlier start (a resumed start writes its own into ``.hydra/resume-<n>/``, a finished run gets none)."""
@@ -128,7 +151,11 @@ class RunDirGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir)
         ckpt_path = config.get("ckpt_path")
-        check_run_dir(run_dir, ckpt_path)
+        check_run_dir(run_dir, ckpt_path)  # a refused folder is left exactly as it was: no lock file either
+        check_config(config, str(config.hydra.job.config_name))  # every knob, before Hydra makes the run folder
+        check_writable_folder(run_dir, "hydra.run.dir")
+        hold_run_dir(run_dir)
+        check_run_dir(run_dir, ckpt_path)  # again, now that no other command can write there
         subdir = config.hydra.output_subdir
         if subdir is None or not (run_dir / subdir).exists():
             return
@@ -137,3 +164,15 @@ class RunDirGuard(Callback):
                 config.hydra.output_subdir = None  # training returns at once: nothing new to record
             else:
                 config.hydra.output_subdir = str(first_free(run_dir / subdir / "resume-{n}").relative_to(run_dir))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_dir(Path(config.hydra.run.dir))
+
+    @friendly_errors
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:  # a sweep job's folder (a requeued job may meet its first start)
+            hold_run_dir(Path(config.hydra.runtime.output_dir))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            release_run_dir(Path(config.hydra.runtime.output_dir))

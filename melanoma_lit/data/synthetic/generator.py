@@ -11,7 +11,7 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
+import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -21,7 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from melanoma_lit.data.locks import exclusive
 from melanoma_lit.data.synthetic.cohort import DEFAULT_CLASS_FREQUENCIES, plan_lesions
-from melanoma_lit.data.synthetic.layouts import ISIC2017_CLASSES, LAYOUTS, Job, layout_dirs, place, write_tables
+from melanoma_lit.data.synthetic.layouts import (
+    ISIC2017_CLASSES,
+    LAYOUTS,
+    Job,
+    layout_dirs,
+    place,
+    table_files,
+    write_tables,
+)
 from melanoma_lit.data.synthetic.lesions import RECIPES
 from melanoma_lit.data.synthetic.render import photograph, random_skin_tone
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
@@ -68,21 +76,61 @@ def _render_all(
 
 
 def _prepare_out(out: Path) -> None:
-    """Clear a previous synthetic output; refuse to write into a folder of someone else's files."""
+    """Remove an earlier synthetic set from ``out``: only the files its manifest lists, the files that the
+    parameters in its ``.complete`` or ``.generating`` marker make (names derive from the parameters alone). A
+    folder holding anything else is refused, naming those files, and nothing is deleted."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder. Choose another output path for the synthetic data.")
     out.mkdir(parents=True, exist_ok=True)
-    ours = (out / COMPLETE_MARKER).exists() or (out / _STARTED_MARKER).exists()
-    if any(out.iterdir()) and not ours:
+    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() or p.is_symlink())
+    if not present:
+        return
+    marker = next((out / m for m in (COMPLETE_MARKER, _STARTED_MARKER) if (out / m).is_file()), None)
+    if marker is None:
         raise DataError(
-            f"{out}: folder is not empty and holds no synthetic data ({COMPLETE_MARKER} missing). "
-            "Synthetic generation clears its output folder: give an empty or new folder."
+            f"{out}: folder is not empty and holds no synthetic data ({COMPLETE_MARKER} missing; first files: "
+            f"{', '.join(present[:3])}). Synthetic generation writes into its own folder: give an empty or new folder."
         )
-    for child in out.iterdir():
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    listed = _manifest(marker)
+    ours = [p for p in present if _written_by_us(p, listed)]
+    foreign = sorted(set(present) - set(ours))
+    if foreign:
+        raise DataError(
+            f"{out}: holds {len(foreign)} file(s) the synthetic generator did not write (first: "
+            f"{', '.join(foreign[:3])}); regenerating would clear the folder, so nothing was deleted. Move those files "
+            "out of the folder, or give another output folder for the synthetic data."
+        )
+    for relpath in ours:
+        (out / relpath).unlink()
+    for folder in sorted({(out / p).parent for p in ours}, key=lambda f: len(f.parts), reverse=True):
+        while folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+
+_MARKERS = {COMPLETE_MARKER, _STARTED_MARKER, COMPLETE_MARKER + ".tmp"}
+# A marker without parameters (a generation killed while writing it): the generator's own names (ISIC ids, CSVs).
+_LEGACY = re.compile(r"(?:[^/]+/){0,2}ISIC_\d{7}\.jpg|ISIC[-_][^/]*\.csv(?:\.tmp)?")
+
+
+def _manifest(marker: Path) -> set[str] | None:
+    """The files the generation recorded in ``marker`` writes; None where the marker holds no parameters (a
+    generation killed before writing them)."""
+    try:
+        params = json.loads(marker.read_text())
+        layout = params["layout"]
+        jobs = place(plan_lesions(params["n"], params["class_frequencies"], params["seed"]), layout, params["seed"])
+    except (json.JSONDecodeError, OSError, KeyError, TypeError, ValueError, ConfigError):
+        return None
+    return {job.relpath for job, _ in jobs} | set(table_files(layout))
+
+
+def _written_by_us(relpath: str, listed: set[str] | None) -> bool:
+    if relpath in _MARKERS:
+        return True
+    if listed is not None:
+        return relpath in listed or relpath.removesuffix(".tmp") in listed
+    return _LEGACY.fullmatch(relpath) is not None
 
 
 def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -170,10 +218,10 @@ def _generate(
         raise ConfigError(f"synthetic workers={workers}: give an int >= 1 (or None for all cores).")
     _prepare_out(out)
     log.info("generating %d synthetic images (%s layout, seed %d) into %s", params["n"], layout, params["seed"], out)
-    (out / _STARTED_MARKER).write_text(json.dumps(params, indent=2))
-
     lesions = plan_lesions(params["n"], params["class_frequencies"], params["seed"])
     jobs = place(lesions, layout, params["seed"])
+    # The parameters, before the first image: they name every file a later run may remove (_manifest).
+    (out / _STARTED_MARKER).write_text(json.dumps(params, indent=2))
     for relpath in {str(Path(job.relpath).parent) for job, _ in jobs} | set(layout_dirs(layout)):
         (out / relpath).mkdir(parents=True, exist_ok=True)
 

@@ -110,6 +110,16 @@ def write_tables(out: Path, layout: str, jobs: list[tuple[Job, LesionPlan]]) -> 
                 )
 
 
+def table_files(layout: str) -> list[str]:
+    """The CSVs ``write_tables`` writes for ``layout``, relative to the output folder."""
+    if layout == "isic2019":
+        return ["ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"]
+    if layout == "isic2017":
+        names = [f"ISIC-2017_{split}_Part3_GroundTruth.csv" for split, _ in _ISIC2017_SPLITS]
+        return names + [f"ISIC-2017_{split}_Data_metadata.csv" for split, _ in _ISIC2017_SPLITS if split != "Test_v2"]
+    return []
+
+
 def layout_dirs(layout: str) -> list[str]:
     """The image folders of ``layout``, made even when no image falls in them, as the official downloads have."""
     if layout == "isic2019":
