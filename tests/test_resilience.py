@@ -28,6 +28,7 @@ from omegaconf import open_dict
 from pytorch_lightning.loggers import CSVLogger
 
 from melanoma_lit.callbacks.resilience import keep_csv_history
+from melanoma_lit.data.sampling import EpochSampler
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.runs.files import METRICS_FILE, finished_metrics, resolve_resume
 from melanoma_lit.runs.hydra_callbacks import JOB_RECORD
@@ -124,9 +125,24 @@ def _same_metrics(resumed: dict[str, float], reference: dict[str, float]) -> Non
 # ---------------------------------------------------------------------------------------------- faults
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_requeued_run_finishes(compose_train, tmp_path, signum) -> None:
-    cfg = compose_train(*FAST, "ckpt_path=last")
+@pytest.mark.parametrize(
+    ("signum", "loader"),
+    [
+        (signal.SIGTERM, ()),
+        (signal.SIGUSR1, ()),
+        (signal.SIGTERM, ("data.num_workers=2", "data.persistent_workers=true", "data.balanced_sampler=true")),
+    ],
+    ids=["SIGTERM", "SIGUSR1", "SIGTERM-workers-balanced"],
+)
+def test_a_run_stopped_mid_epoch_resumes_and_ends_exactly_as_the_uninterrupted_run(
+    compose_train, tmp_path, signum, loader
+) -> None:
+    """The same batches, augmentations, dropout, learning rates and epoch means after the restart (data.sampling,
+    ResumeState), also with loader workers and the class-balanced draw."""
+    reference = train(compose_train(*FAST, *loader))
+    uninterrupted = tmp_path / "uninterrupted"
+    os.replace(tmp_path / "run", uninterrupted)
+    cfg = compose_train(*FAST, *loader, "ckpt_path=last")
     stop_at = STEPS_PER_EPOCH + 2  # two batches into the second epoch
     with open_dict(cfg):
         cfg.callbacks.signal_at = {"_target_": f"{__name__}.SignalAt", "signum": int(signum), "step": stop_at}
@@ -145,6 +161,8 @@ def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_requeued_run_finishes(com
     assert _checkpoint_step(run / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH * EPOCHS  # no step lost or repeated
     assert _epochs_ended(run) == list(range(EPOCHS))
     assert finished_metrics(run) == pytest.approx(metrics, nan_ok=True)
+    _same_metrics(metrics, reference)
+    pd.testing.assert_frame_equal(_history(run), _history(uninterrupted), rtol=0, atol=1e-6)
     assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
 
 
@@ -313,6 +331,30 @@ def test_same_seed_same_metrics_and_history(compose_train, tmp_path) -> None:
     second = train(compose_train(*FAST, "trainer.max_epochs=2"))
     _same_metrics(second, first)
     pd.testing.assert_frame_equal(_history(tmp_path / "run"), history, rtol=0, atol=1e-6)
+
+
+def test_the_training_order_depends_on_seed_and_epoch_only_and_resumes_part_way() -> None:
+    order = EpochSampler(10, seed=3).order(epoch=1)
+    assert sorted(row for row, _ in order) == list(range(10))  # a permutation, each row with its augmentation seed
+    assert EpochSampler(10, seed=3).order(1) == order
+    assert EpochSampler(10, seed=3).order(2) != order and EpochSampler(10, seed=4).order(1) != order
+    torch.manual_seed(0)
+    sampler = EpochSampler(10, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) == order  # the global RNG plays no part
+    sampler.resume(1, start=4)
+    assert list(sampler) == order[4:] and list(sampler) == order  # skipped once, for that epoch
+    balanced = EpochSampler(10, seed=3, weights=[1.0] * 9 + [100.0]).order(0)
+    assert sum(row == 9 for row, _ in balanced) > 5  # weighted, with replacement
+
+
+def test_ddp_ranks_share_each_step_of_the_single_process_order() -> None:
+    """Two ranks with half the batch each train, step by step, on the batch one process would train on."""
+    single = list(EpochSampler(12, seed=5, num_replicas=1, rank=0))
+    ranks = [list(EpochSampler(12, seed=5, num_replicas=2, rank=rank)) for rank in (0, 1)]
+    for step in range(3):
+        together = ranks[0][2 * step : 2 * step + 2] + ranks[1][2 * step : 2 * step + 2]
+        assert sorted(together) == sorted(single[4 * step : 4 * step + 4])
 
 
 def _first_epoch(compose_train, seed: int, *overrides: str) -> tuple[list[int], torch.Tensor]:
