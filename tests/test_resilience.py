@@ -73,6 +73,18 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class ExitAt(pl.Callback):
+    """Ends the process as submitit does when it has requeued a job at its time limit (``sys.exit`` from a signal
+    handler, no checkpoint), at the start of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SystemExit(-1)
+
+
 def _command(run_dir: Path, cache_dir: Path) -> list[str]:
     """What a cluster job script runs, unchanged on every requeue."""
     train_command = [sys.executable, "-m", "melanoma_lit.train", *FAST]
@@ -164,6 +176,38 @@ def test_a_run_stopped_mid_epoch_resumes_and_ends_exactly_as_the_uninterrupted_r
     _same_metrics(metrics, reference)
     pd.testing.assert_frame_equal(_history(run), _history(uninterrupted), rtol=0, atol=1e-6)
     assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
+
+
+def test_a_run_resumed_mid_epoch_and_stopped_again_from_its_next_epoch_end_still_ends_exactly(
+    compose_train, tmp_path
+) -> None:
+    """The second restart starts from the epoch-end checkpoint the first restart wrote (a SLURM job requeued on
+    pre-emption, then at its time limit): the restarted epoch's schedulers step once, after that checkpoint."""
+    reference = train(compose_train(*FAST))
+    os.replace(tmp_path / "run", tmp_path / "uninterrupted")
+    stops = [
+        {"_target_": f"{__name__}.SignalAt", "signum": int(signal.SIGTERM), "step": STEPS_PER_EPOCH + 2},
+        {"_target_": f"{__name__}.ExitAt", "epoch": 2},
+    ]
+    for stop in stops:
+        cfg = compose_train(*FAST, "ckpt_path=last")
+        with open_dict(cfg):
+            cfg.callbacks.stop = stop
+        with pytest.raises(SystemExit):
+            train(cfg)
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
+
+    _same_metrics(train(compose_train(*FAST, "ckpt_path=last")), reference)
+    pd.testing.assert_frame_equal(_history(tmp_path / "run"), _history(tmp_path / "uninterrupted"), rtol=0, atol=1e-6)
+
+
+def test_last_ckpt_is_written_at_every_epoch_end_also_when_the_monitor_does_not_improve(compose_train, tmp_path):
+    """Lightning's own save_last writes last.ckpt only in epochs that improve the monitor (callbacks.last_checkpoint
+    writes it every epoch), so a kill repeats at most the interrupted epoch."""
+    train(compose_train(*FAST, "monitor=val/loss", "monitor_mode=max"))  # the loss falls: improves only at first
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH * EPOCHS
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "best.ckpt") == STEPS_PER_EPOCH
 
 
 def test_a_cross_validation_job_resumes_in_the_fold_it_was_stopped_in(compose_train, tmp_path) -> None:

@@ -150,6 +150,9 @@ class ResumeState(Callback):
             _step_epoch_schedulers(trainer, metrics)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics, self._pending_epoch_step = self._pending_epoch_step, None
+        if metrics is not None:  # the step the epoch a run restarted in did not get (on_train_epoch_end)
+            _step_epoch_schedulers(trainer, metrics)
         for logger in trainer.loggers:
             logger.save()
 
@@ -160,11 +163,14 @@ class ResumeState(Callback):
             _add_epoch_sums(trainer, sums)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning does not step the epoch-interval schedulers at the end of the epoch it restarted in
+        # Lightning does not step the epoch-interval schedulers at the end of the epoch it restarted in. The step
+        # waits for the next epoch's start, as Lightning's own comes after the epoch's checkpoint: a checkpoint
+        # written now (ModelCheckpoint runs after this) must not hold it, or resuming from it would step twice.
         if self._resumed_mid_epoch:
             self._resumed_mid_epoch = False
-            metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
-            _step_epoch_schedulers(trainer, metrics)
+            self._pending_epoch_step = {
+                key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1
+            }
 
 
 def _training_results(trainer: pl.Trainer) -> dict[str, Any]:
