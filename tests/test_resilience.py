@@ -202,8 +202,8 @@ def test_a_run_resumed_mid_epoch_and_stopped_again_from_its_next_epoch_end_still
 
 
 def test_last_ckpt_is_written_at_every_epoch_end_also_when_the_monitor_does_not_improve(compose_train, tmp_path):
-    """Lightning's own save_last writes last.ckpt only in epochs that improve the monitor (callbacks.last_checkpoint
-    writes it every epoch), so a kill repeats at most the interrupted epoch."""
+    """Lightning's own save_last writes last.ckpt only in epochs that improve the monitor (EpochCheckpoint writes
+    it every epoch), so a kill repeats at most the interrupted epoch."""
     train(compose_train(*FAST, "monitor=val/loss", "monitor_mode=max"))  # the loss falls: improves only at first
     assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH * EPOCHS
     assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -89,6 +89,29 @@ class SignalCheckpoint(Callback):
         self._previous = None
 
 
+class EpochCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes ``last.ckpt`` (``save_last``) at every epoch end, as its documentation says.
+
+    Lightning 2.6 writes it only when a best (top-k) checkpoint was written in the same step, so after an epoch that
+    does not improve the monitor ``last.ckpt`` stays behind and a restart repeats more than the interrupted epoch.
+    """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer: pl.Trainer) -> None:
+        # a checkpoint written at this step (best and last) makes the skip true: nothing is written twice
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class ResumeState(Callback):
     """What a checkpoint needs beyond Lightning's own for a resumed run to continue exactly as the
     uninterrupted one, also from the middle of an epoch: the torch, CUDA, numpy and python RNG states (dropout;
