@@ -259,7 +259,9 @@ def test_kill_9_then_the_same_command_ends_exactly_as_the_uninterrupted_run(comp
     assert again.returncode == 0, again.stderr[-3000:]
     changed = {name for name, digest in _snapshot(run).items() if finished.get(name) != digest}
     assert changed == {"train.log", JOB_RECORD}  # the log is appended to; the job record keeps the earlier ones
-    assert json.loads((run / JOB_RECORD).read_text())["attempts"][-1] == record
+    earlier = record.pop("attempts")
+    assert [attempt["status"] for attempt in earlier] == ["interrupted"]  # the killed start, left as it was
+    assert json.loads((run / JOB_RECORD).read_text())["attempts"] == [*earlier, record]
 
 
 @pytest.mark.slow
