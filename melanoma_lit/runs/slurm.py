@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -63,6 +63,21 @@ _REFUSALS = (
     ("gres", ("gpus_per_node",)),
     ("Invalid feature specification", ("constraint",)),
     ("ntasks-per-node", ("tasks_per_node",)),
+    # squeue's reasons of a job sbatch took that no wait will start (EnforcePartLimits=NO lets such jobs in)
+    ("PartitionConfig", ("cpus_per_task", "mem_gb", "gpus_per_node", "tasks_per_node", "nodes")),
+    ("PartitionTimeLimit", ("timeout_min", "partition")),
+    ("PartitionNodeLimit", ("nodes", "partition")),
+    ("BadConstraints", ("constraint", "gpus_per_node")),
+    ("InvalidAccount", ("account",)),
+    ("InvalidQOS", ("qos",)),
+)
+_NEVER_STARTS = (
+    "PartitionConfig",
+    "PartitionTimeLimit",
+    "PartitionNodeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
 )
 
 
@@ -163,13 +178,15 @@ class SlurmLauncher(SubmititSlurmLauncher):
         try:
             jobs = executor.map_array(self, *zip(*calls, strict=True))
         except FailedJobError as error:
-            message = refusal_message(str(error), params)
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise ConfigError(message) from error
-            print(f"\nError: {message}\n", file=sys.stderr)
-            raise SystemExit(2) from None
-        log.info("submitted SLURM job array %s", jobs[0].job_id.split("_")[0] if jobs else "(none)")
-        wait_for(jobs)
+            _refuse(refusal_message(str(error), params), error)
+        array = jobs[0].job_id.split("_")[0]
+        log.info("submitted SLURM job array %s", array)
+        try:
+            wait_for(jobs)
+        except NeverStarts as error:
+            subprocess.run(["scancel", array], capture_output=True, timeout=60, check=False)
+            said = f"its jobs wait with reason {error.reason}, which no wait ends, so job array {array} was cancelled"
+            _refuse(refusal_message(said, params), error)
         return [self._outcome(job, list(overrides)) for job, overrides in zip(jobs, job_overrides, strict=True)]
 
     def _outcome(self, job: Any, overrides: list[str]) -> JobReturn:
@@ -195,25 +212,46 @@ class SlurmLauncher(SubmititSlurmLauncher):
         return outcome
 
 
+class NeverStarts(Exception):
+    """A job of the sweep waits for a reason no wait ends (it asks for more than the partition has or allows)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"SLURM job {job_id} waits with reason {reason}")
+        self.reason = reason
+
+
+def _refuse(message: str, error: Exception) -> NoReturn:
+    """The cluster's refusal as one paragraph and exit 2, as the project's other errors (a traceback too with
+    HYDRA_FULL_ERROR=1)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise ConfigError(message) from error
+    print(f"\nError: {message}\n", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 def wait_for(jobs: Sequence[Any], poll_s: float = _POLL_S) -> None:
     """Until every job has written its result or left the queue (``squeue``, which needs no accounting).
 
-    A job that leaves the queue without a result was cancelled or killed; a requeued one is back in the queue.
+    A job that leaves the queue without a result was cancelled or killed; a requeued one is back in the queue. A
+    job pending for a reason no wait ends (``PartitionConfig``: more CPUs than a node has, ...) raises NeverStarts.
     """
     pending = list(jobs)
     while pending:
         states = queue_states([job.job_id for job in pending])
+        for job_id, (state, reason) in (states or {}).items():
+            if state == "PENDING" and reason in _NEVER_STARTS:
+                raise NeverStarts(job_id, reason)
         pending = [job for job in pending if not _done(job, states)]
         if pending:
             time.sleep(poll_s)
 
 
-def _done(job: Any, states: dict[str, str] | None) -> bool:
+def _done(job: Any, states: dict[str, tuple[str, str]] | None) -> bool:
     if _has_result(job):
         return True
     if states is None:  # squeue did not answer: ask again at the next poll
         return False
-    state = states.get(job.job_id)
+    state, _ = states.get(job.job_id, (None, None))
     return state is None or state in _ENDED
 
 
@@ -223,11 +261,11 @@ def _has_result(job: Any) -> bool:
     return all(task.paths.result_pickle.exists() for task in tasks)
 
 
-def queue_states(job_ids: Sequence[str]) -> dict[str, str] | None:
-    """``{job id: state}`` of the given jobs still in SLURM's queue (array tasks as ``<array>_<index>``); None when
-    squeue cannot be asked."""
+def queue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """``{job id: (state, reason)}`` of the given jobs still in SLURM's queue (array tasks as ``<array>_<index>``,
+    pending ones of an array also as ``<array>_[<range>]``); None when squeue cannot be asked."""
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-    command = ["squeue", "--noheader", "--array", "--format=%i %T", f"--jobs={','.join(arrays)}"]
+    command = ["squeue", "--noheader", "--array", "--format=%i %T %r", f"--jobs={','.join(arrays)}"]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -237,6 +275,6 @@ def queue_states(job_ids: Sequence[str]) -> dict[str, str] | None:
         return {} if "Invalid job id" in result.stderr else None
     states = {}
     for line in result.stdout.splitlines():
-        job_id, _, state = line.strip().partition(" ")
-        states[job_id] = state.strip()
+        job_id, state, reason = ([*line.split(maxsplit=2), "", ""])[:3]
+        states[job_id] = (state, reason.strip())
     return states
