@@ -108,11 +108,19 @@ def _checkpoint_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
 
 
-def _wait_for(process: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+def _wait_for(
+    process: subprocess.Popen,
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 300,
+    output: Callable[[], str] | None = None,
+) -> None:
+    """Until ``condition``, failing if ``process`` exits first (with its stderr, or ``output()``) or time runs out."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            pytest.fail(f"training exited with {process.returncode} before {what}: {process.stderr.read()[-3000:]}")
+            said = (output or process.stderr.read)()[-3000:]
+            pytest.fail(f"the command exited with {process.returncode} before {what}: {said}")
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"no {what} within {timeout} s")
