@@ -87,7 +87,7 @@ def slurm() -> dict[str, str]:
     except subprocess.TimeoutExpired:
         pytest.skip(f"the SLURM controller ({conf or 'default slurm.conf'}) does not answer within 20 s")
     if "is UP" not in ping.stdout:
-        said = ping.stdout.strip() or ping.stderr.strip()
+        said = (ping.stdout.strip() or ping.stderr.strip() or "no answer").splitlines()[-1]
         pytest.skip(
             f"no SLURM controller answers ({conf or 'default slurm.conf'}: {said}): `sudo .ci/slurm.sh start` starts "
             "a single-node test cluster"
