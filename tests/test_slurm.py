@@ -215,6 +215,46 @@ def test_a_requeued_job_resumes_in_its_folder_and_ends_as_the_uninterrupted_one(
     pd.testing.assert_frame_equal(history, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_ends_as_the_uninterrupted_one(
+    tmp_path, cache_dir, slurm
+) -> None:
+    """A real time limit: 2 minutes, and SLURM's USR2 30 s before it (slurmctld sends it up to a minute early, so
+    30-90 s into each attempt, after the job's Python has started and submitit has set its handler). About 100 s of
+    training need two or three attempts; each resumes from the newest checkpoint. Slow (4-6 minutes), so not in the
+    default run, whose pre-emption test sends the same USR2 itself."""
+    long_run = (*DETERMINISTIC, "trainer.max_epochs=40", "backbone.input_size=32")
+    reference = tmp_path / "uninterrupted"
+    local = subprocess.Popen(
+        [sys.executable, "-m", "melanoma_lit.train", *long_run, f"hydra.run.dir={reference}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **_environment(cache_dir, slurm)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sweep_dir = tmp_path / "sweep"
+    limits = ("hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=5")
+    sweep = _sweep([*limits, f"hydra.sweep.dir={sweep_dir}", *long_run, "data.fold=0"], cache_dir, tmp_path, slurm)
+    _wait_for(
+        sweep, lambda: sweep.poll() is not None, "the end of the sweep", 3 * JOB_TIMEOUT_S, lambda: _output(sweep)
+    )
+    assert sweep.returncode == 0, _output(sweep)[-3000:]
+    _, stderr = local.communicate(timeout=JOB_TIMEOUT_S)
+    assert local.returncode == 0, stderr[-3000:]
+
+    run = sweep_dir / "0-resnet18-fold0"
+    record = json.loads((run / JOB_RECORD).read_text())
+    assert record["status"] == "completed" and record["attempts"]  # cut off at least once by its time limit
+    assert all(attempt["status"] == "interrupted" for attempt in record["attempts"])
+    assert scontrol_ended(record["slurm_job_id"], slurm)["Restarts"] == str(len(record["attempts"]))
+    metrics = json.loads((run / METRICS_FILE).read_text())["metrics"]
+    for key, value in json.loads((reference / METRICS_FILE).read_text())["metrics"].items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    history, expected = (pd.read_csv(path / "csv" / "metrics.csv") for path in (run, reference))
+    pd.testing.assert_frame_equal(history, expected, rtol=0, atol=1e-6)
+
+
 def test_ddp_runs_as_two_slurm_tasks_and_rank_0_writes_the_outputs(tmp_path, cache_dir, slurm) -> None:
     """``trainer=ddp`` on CPU (gloo) as 2 SLURM tasks of 4 images per step against 1 process of 8: each step the two
     shards are the 1-process batch (data.sampling) and the gradients are averaged over them, so only BatchNorm
