@@ -145,7 +145,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.params.update(resources(self.params, config.get("trainer")))
+        try:
+            self.params.update(resources(self.params, config.get("trainer")))
+        except ConfigError as error:
+            _refuse(str(error), error)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """As Hydra's submitit launcher launches (one job array), then waits as ``wait_for`` does."""
