@@ -28,13 +28,13 @@ test-full: install
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: install
-	$(BIN)/ruff check melanoma_lit tests
-	$(BIN)/ruff format --check melanoma_lit tests
+	$(BIN)/ruff check melanoma_lit tests hydra_plugins
+	$(BIN)/ruff format --check melanoma_lit tests hydra_plugins
 	$(BIN)/lint-imports
 
 format: install
-	$(BIN)/ruff check --fix melanoma_lit tests
-	$(BIN)/ruff format melanoma_lit tests
+	$(BIN)/ruff check --fix melanoma_lit tests hydra_plugins
+	$(BIN)/ruff format melanoma_lit tests hydra_plugins
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info outputs multirun lightning_logs

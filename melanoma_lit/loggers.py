@@ -82,7 +82,9 @@ class MLflowRunLogger(MLFlowLogger):
     """
 
     def __init__(self, config_file: str | Path | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        # tag values are strings: a tracking server's REST API refuses others (``fold: 0``), a local store not
+        tags = kwargs.pop("tags", None)
+        super().__init__(tags={key: str(value) for key, value in tags.items()} if tags else tags, **kwargs)
         self._config_file = config_file
         self._pending_config = load_config(config_file)
         self._logged_params: set[str] = set()

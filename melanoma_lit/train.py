@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +41,7 @@ from melanoma_lit.runs.files import (
     resolve_resume,
     write_metrics,
 )
+from melanoma_lit.runs.hydra_callbacks import note_interruption
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +133,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     except SIGTERMException:  # SIGTERM, SIGUSR1 or a first Ctrl-C: last.ckpt saved (SignalCheckpoint)
-        raise SystemExit(exit_code(callbacks)) from None
-    except SystemExit:  # Lightning ends a run it saw interrupted (a second Ctrl-C) with exit(1)
+        code = exit_code(callbacks)
+        note_interruption(
+            f"{signal.Signals(code - 128).name} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        )
+        raise SystemExit(code) from None
+    except SystemExit as stop:  # submitit ending a job it requeued at the time limit; Lightning after a second Ctrl-C
+        note_interruption(f"exit ({stop.code}) at epoch {trainer.current_epoch}, step {trainer.global_step}")
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
@@ -144,16 +151,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         val = datamodule.splits.val.iloc[rows]
         classes = datamodule.classes
         metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
-        write_predictions(output_dir / VAL_PREDICTIONS, val, probs, classes, fold=datamodule.spec.fold)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
-        write_metrics(
-            output_dir,
-            metrics,
-            data=datamodule.summary(),
-            best_checkpoint=best,
-            backbone=cfg.backbone.name,
-            fold=datamodule.spec.fold,
-        )
+        if trainer.is_global_zero:  # under DDP every rank has every prediction; one writes them
+            write_predictions(output_dir / VAL_PREDICTIONS, val, probs, classes, fold=datamodule.spec.fold)
+            write_metrics(
+                output_dir,
+                metrics,
+                data=datamodule.summary(),
+                best_checkpoint=best,
+                backbone=cfg.backbone.name,
+                fold=datamodule.spec.fold,
+            )
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
 
@@ -178,8 +186,9 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         log.info("cross-validation: fold %s of %s", fold, folds)
         per_fold[fold] = train(fold_cfg)
     _save_config(cfg, output_dir)
+    writes = rank_zero_only.rank == 0  # under DDP every process runs this job; one writes its files
     predictions = [d / VAL_PREDICTIONS for d in fold_dirs.values() if (d / VAL_PREDICTIONS).exists()]
-    if predictions:
+    if predictions and writes:
         pd.concat([pd.read_csv(p, dtype={"image": str}) for p in predictions]).to_csv(
             output_dir / VAL_PREDICTIONS, index=False, float_format="%.6f"
         )
@@ -190,7 +199,7 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         mean, std = np.nanmean(table, axis=0), np.nanstd(table, axis=0)
     metrics = dict(zip(keys, mean.tolist(), strict=True))
     written = [d / METRICS_FILE for d in fold_dirs.values() if (d / METRICS_FILE).exists()]
-    if written:
+    if written and writes:
         first = json.loads(written[0].read_text())
         write_metrics(
             output_dir,
@@ -203,6 +212,10 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
         )
         log.info("cross-validated %s over folds %s: %.4f", cfg.monitor, folds, metrics.get(cfg.monitor, np.nan))
     return metrics
+
+
+def _position(trainer: pl.Trainer) -> str:
+    return f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
 
 
 def _already_finished(cfg: DictConfig, output_dir: Path) -> dict[str, float] | None:

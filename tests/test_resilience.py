@@ -28,6 +28,7 @@ from omegaconf import open_dict
 from pytorch_lightning.loggers import CSVLogger
 
 from melanoma_lit.callbacks.resilience import keep_csv_history
+from melanoma_lit.data.sampling import EpochSampler
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.runs.files import METRICS_FILE, finished_metrics, resolve_resume
 from melanoma_lit.runs.hydra_callbacks import JOB_RECORD
@@ -72,6 +73,18 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class ExitAt(pl.Callback):
+    """Ends the process as submitit does when it has requeued a job at its time limit (``sys.exit`` from a signal
+    handler, no checkpoint), at the start of epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SystemExit(-1)
+
+
 def _command(run_dir: Path, cache_dir: Path) -> list[str]:
     """What a cluster job script runs, unchanged on every requeue."""
     train_command = [sys.executable, "-m", "melanoma_lit.train", *FAST]
@@ -95,11 +108,19 @@ def _checkpoint_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
 
 
-def _wait_for(process: subprocess.Popen, condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+def _wait_for(
+    process: subprocess.Popen,
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 300,
+    output: Callable[[], str] | None = None,
+) -> None:
+    """Until ``condition``, failing if ``process`` exits first (with its stderr, or ``output()``) or time runs out."""
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            pytest.fail(f"training exited with {process.returncode} before {what}: {process.stderr.read()[-3000:]}")
+            said = (output or process.stderr.read)()[-3000:]
+            pytest.fail(f"the command exited with {process.returncode} before {what}: {said}")
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"no {what} within {timeout} s")
@@ -124,9 +145,24 @@ def _same_metrics(resumed: dict[str, float], reference: dict[str, float]) -> Non
 # ---------------------------------------------------------------------------------------------- faults
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
-def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_requeued_run_finishes(compose_train, tmp_path, signum) -> None:
-    cfg = compose_train(*FAST, "ckpt_path=last")
+@pytest.mark.parametrize(
+    ("signum", "loader"),
+    [
+        (signal.SIGTERM, ()),
+        (signal.SIGUSR1, ()),
+        (signal.SIGTERM, ("data.num_workers=2", "data.persistent_workers=true", "data.balanced_sampler=true")),
+    ],
+    ids=["SIGTERM", "SIGUSR1", "SIGTERM-workers-balanced"],
+)
+def test_a_run_stopped_mid_epoch_resumes_and_ends_exactly_as_the_uninterrupted_run(
+    compose_train, tmp_path, signum, loader
+) -> None:
+    """The same batches, augmentations, dropout, learning rates and epoch means after the restart (data.sampling,
+    ResumeState), also with loader workers and the class-balanced draw."""
+    reference = train(compose_train(*FAST, *loader))
+    uninterrupted = tmp_path / "uninterrupted"
+    os.replace(tmp_path / "run", uninterrupted)
+    cfg = compose_train(*FAST, *loader, "ckpt_path=last")
     stop_at = STEPS_PER_EPOCH + 2  # two batches into the second epoch
     with open_dict(cfg):
         cfg.callbacks.signal_at = {"_target_": f"{__name__}.SignalAt", "signum": int(signum), "step": stop_at}
@@ -145,7 +181,41 @@ def test_a_signal_saves_a_checkpoint_mid_epoch_and_the_requeued_run_finishes(com
     assert _checkpoint_step(run / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH * EPOCHS  # no step lost or repeated
     assert _epochs_ended(run) == list(range(EPOCHS))
     assert finished_metrics(run) == pytest.approx(metrics, nan_ok=True)
+    _same_metrics(metrics, reference)
+    pd.testing.assert_frame_equal(_history(run), _history(uninterrupted), rtol=0, atol=1e-6)
     assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
+
+
+def test_a_run_resumed_mid_epoch_and_stopped_again_from_its_next_epoch_end_still_ends_exactly(
+    compose_train, tmp_path
+) -> None:
+    """The second restart starts from the epoch-end checkpoint the first restart wrote (a SLURM job requeued on
+    pre-emption, then at its time limit): the restarted epoch's schedulers step once, after that checkpoint."""
+    reference = train(compose_train(*FAST))
+    os.replace(tmp_path / "run", tmp_path / "uninterrupted")
+    stops = [
+        {"_target_": f"{__name__}.SignalAt", "signum": int(signal.SIGTERM), "step": STEPS_PER_EPOCH + 2},
+        {"_target_": f"{__name__}.ExitAt", "epoch": 2},
+    ]
+    for stop in stops:
+        cfg = compose_train(*FAST, "ckpt_path=last")
+        with open_dict(cfg):
+            cfg.callbacks.stop = stop
+        with pytest.raises(SystemExit):
+            train(cfg)
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == 2 * STEPS_PER_EPOCH
+
+    _same_metrics(train(compose_train(*FAST, "ckpt_path=last")), reference)
+    pd.testing.assert_frame_equal(_history(tmp_path / "run"), _history(tmp_path / "uninterrupted"), rtol=0, atol=1e-6)
+
+
+def test_last_ckpt_is_written_at_every_epoch_end_also_when_the_monitor_does_not_improve(compose_train, tmp_path):
+    """Lightning's own save_last writes last.ckpt only in epochs that improve the monitor (EpochCheckpoint writes
+    it every epoch), so a kill repeats at most the interrupted epoch."""
+    train(compose_train(*FAST, "monitor=val/loss", "monitor_mode=max"))  # the loss falls: improves only at first
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH * EPOCHS
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "best.ckpt") == STEPS_PER_EPOCH
 
 
 def test_a_cross_validation_job_resumes_in_the_fold_it_was_stopped_in(compose_train, tmp_path) -> None:
@@ -197,7 +267,9 @@ def test_kill_9_then_the_same_command_ends_exactly_as_the_uninterrupted_run(comp
     assert again.returncode == 0, again.stderr[-3000:]
     changed = {name for name, digest in _snapshot(run).items() if finished.get(name) != digest}
     assert changed == {"train.log", JOB_RECORD}  # the log is appended to; the job record keeps the earlier ones
-    assert json.loads((run / JOB_RECORD).read_text())["attempts"][-1] == record
+    earlier = record.pop("attempts")
+    assert [attempt["status"] for attempt in earlier] == ["interrupted"]  # the killed start, left as it was
+    assert json.loads((run / JOB_RECORD).read_text())["attempts"] == [*earlier, record]
 
 
 @pytest.mark.slow
@@ -313,6 +385,30 @@ def test_same_seed_same_metrics_and_history(compose_train, tmp_path) -> None:
     second = train(compose_train(*FAST, "trainer.max_epochs=2"))
     _same_metrics(second, first)
     pd.testing.assert_frame_equal(_history(tmp_path / "run"), history, rtol=0, atol=1e-6)
+
+
+def test_the_training_order_depends_on_seed_and_epoch_only_and_resumes_part_way() -> None:
+    order = EpochSampler(10, seed=3).order(epoch=1)
+    assert sorted(row for row, _ in order) == list(range(10))  # a permutation, each row with its augmentation seed
+    assert EpochSampler(10, seed=3).order(1) == order
+    assert EpochSampler(10, seed=3).order(2) != order and EpochSampler(10, seed=4).order(1) != order
+    torch.manual_seed(0)
+    sampler = EpochSampler(10, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) == order  # the global RNG plays no part
+    sampler.resume(1, start=4)
+    assert list(sampler) == order[4:] and list(sampler) == order  # skipped once, for that epoch
+    balanced = EpochSampler(10, seed=3, weights=[1.0] * 9 + [100.0]).order(0)
+    assert sum(row == 9 for row, _ in balanced) > 5  # weighted, with replacement
+
+
+def test_ddp_ranks_share_each_step_of_the_single_process_order() -> None:
+    """Two ranks with half the batch each train, step by step, on the batch one process would train on."""
+    single = list(EpochSampler(12, seed=5, num_replicas=1, rank=0))
+    ranks = [list(EpochSampler(12, seed=5, num_replicas=2, rank=rank)) for rank in (0, 1)]
+    for step in range(3):
+        together = ranks[0][2 * step : 2 * step + 2] + ranks[1][2 * step : 2 * step + 2]
+        assert sorted(together) == sorted(single[4 * step : 4 * step + 4])
 
 
 def _first_epoch(compose_train, seed: int, *overrides: str) -> tuple[list[int], torch.Tensor]:

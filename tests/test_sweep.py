@@ -16,7 +16,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from melanoma_lit.data.build import DataSpec, prepare_sources
+from melanoma_lit.errors import ConfigError
 from melanoma_lit.runs.hydra_callbacks import JOB_RECORD, claim_slot, with_earlier_attempts, write_json
+from melanoma_lit.runs.slurm import refusal_message, resources
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 # A training job of a few seconds: 2 training batches of 8 images at 32 px, every validation image predicted.
@@ -136,7 +138,10 @@ def test_slurm_launcher_renders_the_configured_sbatch_script(tmp_path, cache_dir
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         SBATCH_RECORD=str(script),
     )
-    assert result.returncode == 1 and "sbatch: no cluster" in result.stderr
+    assert (
+        result.returncode == 2
+        and "Error: the SLURM cluster refused the job array: sbatch: no cluster." in result.stderr
+    )
     lines = set(script.read_text().splitlines())
     expected = {
         "#SBATCH --partition=gpu",
@@ -152,6 +157,50 @@ def test_slurm_launcher_renders_the_configured_sbatch_script(tmp_path, cache_dir
     assert expected <= lines
     report = json.loads((sweep_dir / "report" / "report.json").read_text())
     assert report["counts"]["expected"] == 6 and report["counts"]["missing"] == 6  # listed, not silently dropped
+
+
+@pytest.mark.parametrize(
+    ("launcher", "trainer", "expected"),
+    [
+        ({}, {"accelerator": "cpu", "devices": 1}, {"gpus_per_node": None, "tasks_per_node": 1}),  # a CPU partition
+        ({}, {"accelerator": "auto", "devices": 1}, {"gpus_per_node": None, "tasks_per_node": 1}),
+        ({}, {"accelerator": "gpu", "devices": 1}, {"gpus_per_node": 1, "tasks_per_node": 1}),  # trainer=gpu
+        (
+            {"gpus_per_node": 4},
+            {"accelerator": "gpu", "devices": 4, "strategy": "ddp"},
+            {"gpus_per_node": 4, "tasks_per_node": 4},
+        ),
+        ({}, {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}, {"gpus_per_node": None, "tasks_per_node": 2}),
+        (
+            {"gpus_per_node": 0, "tasks_per_node": 3},
+            {"accelerator": "cpu"},
+            {"gpus_per_node": None, "tasks_per_node": 3},
+        ),
+    ],
+)
+def test_slurm_resources_fit_cpu_and_gpu_partitions(launcher, trainer, expected) -> None:
+    """GPUs only where the trainer uses them or they are asked for; one task per GPU or DDP process, at least one."""
+    assert resources(launcher, trainer) == expected
+
+
+def test_slurm_resources_refuse_what_sbatch_would() -> None:
+    with pytest.raises(ConfigError, match=r"trainer.devices=-1 .* hydra.launcher.gpus_per_node=<GPUs per node>"):
+        resources({}, {"accelerator": "gpu", "devices": -1, "strategy": "ddp"})  # trainer=ddp: every visible GPU
+    with pytest.raises(ConfigError, match="tasks_per_node=0: a job needs at least one task"):
+        resources({"tasks_per_node": 0}, {"accelerator": "cpu"})
+
+
+def test_an_sbatch_refusal_names_the_launcher_keys_that_made_it() -> None:
+    said = "sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job submission failed: "
+    message = refusal_message(
+        said + "Requested node configuration is not available", {"mem_gb": 64, "cpus_per_task": 8}
+    )
+    assert message.startswith(
+        "the SLURM cluster refused the job array: Memory specification can not be satisfied; Batch job submission "
+        "failed: Requested node configuration is not available. The request: hydra.launcher.mem_gb=64, "
+        "hydra.launcher.cpus_per_task=8, hydra.launcher.gpus_per_node=null"
+    )
+    assert "hydra.launcher.partition=gpu" in refusal_message("Invalid partition name specified", {"partition": "gpu"})
 
 
 @pytest.mark.parametrize(("mode", "direction"), [("max", "maximize"), ("min", "minimize")])

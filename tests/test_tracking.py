@@ -1,11 +1,18 @@
-"""Trackers: an offline W&B run, an MLflow store and TensorBoard events of a real tracked run, read back."""
+"""Trackers: an offline W&B run, an MLflow store and TensorBoard events of a real tracked run, read back; a run
+logged to a real MLflow tracking server on the loopback interface, read back through its client API."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +27,7 @@ from melanoma_lit.callbacks.media import ValidationOutputs, worst_errors
 from melanoma_lit.loggers import WandbRunLogger, wandb_mode
 from melanoma_lit.metrics.plots import plot_pr_curves
 from melanoma_lit.train import train
-from tests.conftest import SMALL_SYNTHETIC
+from tests.conftest import SMALL_SYNTHETIC, run_command
 
 EPOCHS = 3
 TABLE_ROWS = 6
@@ -263,3 +270,103 @@ def test_a_new_wandb_logger_closes_the_previous_run(no_wandb_credentials: None, 
     assert second.experiment.id != first_id
     wandb.finish()
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
+
+
+# ------------------------------------------------------------------------------ a real MLflow server
+
+SERVER_START_S = 120  # an MLflow server starts in 5-30 s on a busy 2-core machine
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """``mlflow server`` on a free loopback port with its own SQLite store and proxied artifact folder; stopped (its
+    process group, which the server's workers belong to) when the test ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = tmp_path / "mlflow-server"
+    root.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+        f"--artifacts-destination={root / 'artifacts'}",
+        "--serve-artifacts",
+        "--workers=1",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with (root / "server.log").open("w") as log:
+        server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while not _healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up on {url}: {(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, root
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def test_a_run_logs_to_a_real_mlflow_tracking_server(tmp_path: Path, cache_dir: Path, mlflow_server) -> None:
+    """Params, per-epoch metrics and artifacts go over HTTP to the server (artifacts through its proxy, none in the
+    run folder) and come back through the server's client API."""
+    from mlflow.tracking import MlflowClient
+
+    url, root = mlflow_server
+    run = tmp_path / "run"
+    result = run_command(
+        "train",
+        "debug=limit",
+        *SMALL_SYNTHETIC,
+        "data.input_size=32",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2",
+        "logger=[csv,mlflow]",
+        f"logger.mlflow.tracking_uri={url}",
+        "logger.mlflow.artifact_location=null",  # the server's: mlflow-artifacts:/ through its proxy
+        "callbacks.media.table_rows=4",
+        "callbacks.media.gradcam=1",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+        MELANOMA_LIT_CACHE=str(cache_dir),
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=url)
+    (found,) = client.search_runs([client.get_experiment_by_name("debug").experiment_id])
+    assert found.info.run_name == "resnet18-fold0" and found.info.status == "FINISHED"
+    assert found.info.artifact_uri.startswith("mlflow-artifacts:/")
+    params = found.data.params
+    assert params["backbone/name"] == "resnet18" and params["data/input_size"] == "32"
+    assert params["trainer/max_epochs"] == "2" and params["logger/mlflow/tracking_uri"] == url
+    for key in ("val/auc_macro", "val/loss", "train/loss_epoch"):
+        assert len(client.get_metric_history(found.info.run_id, key)) == 2, key
+    final = json.loads((run / "metrics.json").read_text())["metrics"]["val/auc_macro"]
+    assert 0.0 <= found.data.metrics["val/auc_macro"] <= 1.0 and 0.0 <= final <= 1.0
+    assert "config.yaml" in {artifact.path for artifact in client.list_artifacts(found.info.run_id)}
+    local = Path(client.download_artifacts(found.info.run_id, "media", str(tmp_path / "download")))
+    (epoch,) = sorted(local.iterdir())
+    assert len(pd.read_csv(epoch / "val_samples.csv")) == 4 and len(list((epoch / "gradcam").glob("*.png"))) == 1
+    assert list((root / "artifacts").rglob("val_samples.csv"))  # stored by the server, not in the run folder
+    assert not (run / "mlflow.db").exists() and not (run / "mlartifacts").exists()

@@ -17,7 +17,7 @@ from tests.conftest import CONF_DIR, REPO_ROOT
 
 # What the build reads; copied, so that the build leaves no build/ or *.egg-info in the checkout and no stale
 # build/lib of an earlier build can slip into the wheel.
-BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "melanoma_lit", "conf")
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "melanoma_lit", "conf", "hydra_plugins")
 
 COMMANDS = [
     ["melanoma_lit.train", "--cfg", "job", "optimizer.lr=0.0123"],
@@ -75,8 +75,8 @@ def test_the_wheel_holds_every_config_and_module(wheel: Path) -> None:
     configs = {f"melanoma_lit/conf/{p.relative_to(CONF_DIR).as_posix()}" for p in CONF_DIR.rglob("*.yaml")}
     assert configs, CONF_DIR
     assert configs == {n for n in names if n.startswith("melanoma_lit/conf/")}
-    package = REPO_ROOT / "melanoma_lit"
-    modules = {p.relative_to(REPO_ROOT).as_posix() for p in package.rglob("*.py")}
+    packages = (REPO_ROOT / "melanoma_lit", REPO_ROOT / "hydra_plugins")  # the second: hydra/launcher=slurm's name
+    modules = {p.relative_to(REPO_ROOT).as_posix() for package in packages for p in package.rglob("*.py")}
     assert modules == {n for n in names if n.endswith(".py")}  # setup.py's package list misses no subpackage
 
 

@@ -98,16 +98,47 @@ class SignalCheckpoint(Callback):
         self._previous = self._previous_int = None
 
 
+class EpochCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes ``last.ckpt`` (``save_last``) at every epoch end, as its documentation says.
+
+    Lightning 2.6 writes it only when a best (top-k) checkpoint was written in the same step, so after an epoch that
+    does not improve the monitor ``last.ckpt`` stays behind and a restart repeats more than the interrupted epoch.
+    """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer: pl.Trainer) -> None:
+        # a checkpoint written at this step (best and last) makes the skip true: nothing is written twice
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class ResumeState(Callback):
     """What a checkpoint needs beyond Lightning's own for a resumed run to continue exactly as the
-    uninterrupted one: the torch, CUDA, numpy and python RNG states (shuffling, augmentation, dropout),
-    the epoch-end learning-rate step Lightning skips when it restarts from an end-of-epoch checkpoint,
-    and loggers flushed every epoch so that their history on disk reaches the last checkpoint (Lightning
-    logs an epoch's training loss just after that epoch's checkpoint, so a kill in the instant before the
-    next epoch starts loses that one row, never the checkpoint)."""
+    uninterrupted one, also from the middle of an epoch: the torch, CUDA, numpy and python RNG states (dropout;
+    the training order and augmentations depend on the seed and epoch only, see melanoma_lit.data.sampling), the
+    position in the epoch, the epoch-end learning-rate step Lightning skips when it restarts from an end-of-epoch
+    checkpoint, and loggers flushed every epoch so that their history on disk reaches the last checkpoint
+    (Lightning logs an epoch's training loss just after that epoch's checkpoint, so a kill in the instant before
+    the next epoch starts loses that one row, never the checkpoint).
+
+    The RNG states are put back when training starts, after Lightning has made the training loader's iterator
+    (which draws from torch's RNG), so the next draw is the one the uninterrupted run made next.
+    """
 
     def __init__(self) -> None:
         self._pending_epoch_step: dict[str, float] | None = None
+        self._rng: dict[str, Any] | None = None
+        self._resumed_mid_epoch = False
+        self._partial_epoch: dict[str, list[float]] | None = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         name, keys, position, has_gauss, gauss = np.random.get_state()
@@ -117,37 +148,97 @@ class ResumeState(Callback):
             "numpy": [name, keys.tolist(), position, has_gauss, gauss],
             "python": random.getstate(),
             "metrics": {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1},
+            "partial_epoch": _epoch_sums(trainer),
         }
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         state = checkpoint.get("resume_state")
         if state is None:
             return
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        name, keys, position, has_gauss, gauss = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
-        random.setstate(tuple(tuple(part) if isinstance(part, list) else part for part in state["python"]))
-        epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+        self._rng = state
+        loops = checkpoint["loops"]["fit_loop"]
+        epochs = loops["epoch_progress"]["current"]
+        if epochs["started"] > epochs["processed"]:  # stopped inside epoch `processed`, after `completed` batches
+            resume_at = getattr(trainer.datamodule, "resume_at", None)
+            if callable(resume_at):
+                resume_at(epochs["processed"], loops["epoch_loop.batch_progress"]["current"]["completed"])
+            self._resumed_mid_epoch = True
+            self._partial_epoch = state.get("partial_epoch")
         # saved by ModelCheckpoint inside the epoch's end, before the epoch-interval schedulers stepped
         self._pending_epoch_step = state["metrics"] if epochs["processed"] > epochs["completed"] else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._rng = self._rng, None
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            cuda = state["cuda"]
+            if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+            name, keys, position, has_gauss, gauss = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+            random.setstate(tuple(tuple(part) if isinstance(part, list) else part for part in state["python"]))
         metrics, self._pending_epoch_step = self._pending_epoch_step, None
-        if metrics is None:
-            return
-        for config in trainer.lr_scheduler_configs:
-            if config.interval != "epoch":
-                continue
-            if not config.reduce_on_plateau:
-                config.scheduler.step()
-            elif config.monitor in metrics:
-                config.scheduler.step(metrics[config.monitor])
+        if metrics is not None:
+            _step_epoch_schedulers(trainer, metrics)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics, self._pending_epoch_step = self._pending_epoch_step, None
+        if metrics is not None:  # the step the epoch a run restarted in did not get (on_train_epoch_end)
+            _step_epoch_schedulers(trainer, metrics)
         for logger in trainer.loggers:
             logger.save()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        # the epoch means of the stopped epoch (train/loss_epoch) take in the batches trained before the stop
+        sums, self._partial_epoch = self._partial_epoch, None
+        if sums:
+            _add_epoch_sums(trainer, sums)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning does not step the epoch-interval schedulers at the end of the epoch it restarted in. The step
+        # waits for the next epoch's start, as Lightning's own comes after the epoch's checkpoint: a checkpoint
+        # written now (ModelCheckpoint runs after this) must not hold it, or resuming from it would step twice.
+        if self._resumed_mid_epoch:
+            self._resumed_mid_epoch = False
+            self._pending_epoch_step = {
+                key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1
+            }
+
+
+def _training_results(trainer: pl.Trainer) -> dict[str, Any]:
+    """Lightning's running epoch aggregates of what training_step logs (``on_epoch=True``): a private attribute,
+    so where a Lightning version lacks it the stopped epoch's means cover the batches after the restart only."""
+    results = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "_results", None)
+    return dict(results) if isinstance(results, dict) else {}
+
+
+def _epoch_sums(trainer: pl.Trainer) -> dict[str, list[float]]:
+    """{key: [weighted sum, batch size so far]} of the epoch means being accumulated."""
+    sums = {}
+    for key, item in _training_results(trainer).items():
+        meta = getattr(item, "meta", None)
+        if getattr(item, "is_tensor", False) and meta is not None and meta.on_epoch and meta.is_mean_reduction:
+            sums[key] = [float(item.value), float(item.cumulated_batch_size)]
+    return sums
+
+
+def _add_epoch_sums(trainer: pl.Trainer, sums: dict[str, list[float]]) -> None:
+    for key, item in _training_results(trainer).items():
+        if key in sums and hasattr(item, "cumulated_batch_size"):
+            value, count = sums[key]
+            item.value = item.value + torch.tensor(value, dtype=item.value.dtype, device=item.value.device)
+            item.cumulated_batch_size = item.cumulated_batch_size + int(count)
+
+
+def _step_epoch_schedulers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """The epoch-end step of every epoch-interval scheduler, as Lightning makes it (plateau ones on ``monitor``)."""
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != "epoch":
+            continue
+        if not config.reduce_on_plateau:
+            config.scheduler.step()
+        elif config.monitor in metrics:
+            config.scheduler.step(metrics[config.monitor])
 
 
 def exit_code(callbacks: Sequence[Callback]) -> int:

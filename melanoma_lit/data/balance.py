@@ -30,8 +30,9 @@ def positive_weights(
 
 
 def sample_weights(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """Per-row weights for a WeightedRandomSampler that draws every primary label equally often: the inverse
-    frequency of the row's primary label, mean 1. Rows with no known positive ('?') count as one more label."""
+    """Per-row weights for a draw with replacement (data.sampling.EpochSampler) that draws every primary label
+    equally often: the inverse frequency of the row's primary label, mean 1. Rows with no known positive ('?') count
+    as one more label."""
     labels = primary_label(table, classes)
     weights = 1.0 / labels.map(labels.value_counts()).to_numpy(dtype=np.float64)
     return weights * len(weights) / weights.sum() if len(weights) else weights

@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from melanoma_lit.data.balance import positive_weights, sample_weights
 from melanoma_lit.data.build import DataSpec, DataSplits, build_splits, prepare_sources
 from melanoma_lit.data.cache import use_cache
 from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.data.device_augment import photometric_augment
+from melanoma_lit.data.sampling import EpochSampler
 from melanoma_lit.data.transforms import Augmentation, Preprocessing, eval_transform, train_transform
 
 
@@ -49,6 +50,7 @@ class LesionDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.balanced_sampler = balanced_sampler
         self.splits: DataSplits | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
 
     @property
     def classes(self) -> list[str]:
@@ -96,23 +98,37 @@ class LesionDataModule(pl.LightningDataModule):
         return LesionDataset(table, self.classes, transform, decode_side=self.preprocessing.decode_side)
 
     def _loader(self, dataset: LesionDataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        # The loader's own generator seeds its workers, so making an iterator draws nothing from torch's global RNG
+        # (which dropout draws from): a resumed run makes its iterators at other moments than the stopped one did.
+        generator = torch.Generator()
+        generator.manual_seed(_seed())
         return DataLoader(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            generator=generator,
             **kwargs,
         )
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Training continues a run stopped after ``batches`` batches of ``epoch``: the next training loader starts
+        that epoch with the batch the stopped run would have trained next (melanoma_lit.callbacks.resilience)."""
+        self._resume = (epoch, batches)
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (or, with ``balanced_sampler``, class-balanced) batches in an order fixed by the seed and the
+        epoch (data.sampling.EpochSampler; under DDP each rank its share)."""
         self.setup()
         dataset = self._dataset(self.splits.train, train=True)
-        if self.balanced_sampler:
-            weights = torch.as_tensor(sample_weights(self.splits.train, self.classes), dtype=torch.double)
-            sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True)
-            return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
-        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=len(dataset) > self.batch_size)
+        weights = sample_weights(self.splits.train, self.classes) if self.balanced_sampler else None
+        sampler = EpochSampler(len(dataset), seed=_seed(), weights=weights)
+        if self._resume is not None:
+            epoch, batches = self._resume
+            sampler.resume(epoch, batches * self.batch_size)
+        drop_last = self.balanced_sampler or len(dataset) > self.batch_size
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
@@ -121,3 +137,8 @@ class LesionDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self._dataset(self.splits.test, train=False), self.eval_batch_size)
+
+
+def _seed() -> int:
+    """The seed seed_everything set (train: the config's ``seed``), read as Lightning's own samplers read it."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -33,13 +33,16 @@ class LesionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``item``: a row, or (row, augmentation seed) as the training sampler (data.sampling) gives them."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
         image: np.ndarray = load_rgb(self.paths[index], min_side=self.decode_side)
         if hasattr(self.transform, "set_random_seed"):
             # A transform keeps its own RNG, blind to seed_everything and copied unchanged into every DataLoader
-            # worker. Seeding it per sample from torch's RNG (which the DataLoader seeds per worker and epoch)
-            # makes augmentations reproducible, resumable and distinct across workers.
-            self.transform.set_random_seed(int(torch.randint(0, 2**31, ()).item()))
+            # worker. Seeding it per sample, with the seed the training sampler drew for this position of the epoch
+            # (else from torch's RNG, which the DataLoader seeds per worker and epoch), makes augmentations
+            # reproducible, resumable and distinct across workers.
+            self.transform.set_random_seed(int(torch.randint(0, 2**31, ()).item()) if seed is None else int(seed))
         return {
             **self.transform(image=image),  # image, and training's photometric parameters
             "target": self.targets[index],

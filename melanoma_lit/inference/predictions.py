@@ -40,8 +40,19 @@ def predict_table(
     batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
     probs = torch.cat([b["probs"] for b in batches]).numpy()
     rows = torch.cat([b["index"] for b in batches]).numpy()
-    order = np.argsort(rows, kind="stable")
-    return probs[order], rows[order]
+    if trainer.world_size > 1:
+        probs, rows = _from_every_rank(probs, rows)
+    rows, first = np.unique(rows, return_index=True)  # sorted; DDP's sampler repeats rows to even out the ranks
+    return probs[first], rows
+
+
+def _from_every_rank(probs: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Under DDP each rank predicted its share of the rows: every rank gets all of them."""
+    import torch.distributed as dist
+
+    shares: list[tuple[np.ndarray, np.ndarray] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, (probs, rows))
+    return np.concatenate([share[0] for share in shares]), np.concatenate([share[1] for share in shares])
 
 
 def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classes: list[str], **extra: Any) -> None:

@@ -115,7 +115,10 @@ class LesionClassifier(pl.LightningModule):
         self.val_metrics.reset()
         for key, value in values.items():
             name = f"val/{key}"
-            self.log(name, torch.as_tensor(value, dtype=torch.float32), prog_bar=name == self.hparams.monitor)
+            # already over every rank's predictions (LesionMetrics syncs under DDP): sync_dist only says so
+            self.log(
+                name, torch.as_tensor(value, dtype=torch.float32), prog_bar=name == self.hparams.monitor, sync_dist=True
+            )
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return {"probs": self.predict_proba(batch["image"]).float(), "index": batch["index"]}

@@ -229,21 +229,30 @@ def config_path(output_dir: str | Path) -> Path:
     return first_free(path.with_name("config.resume-{n}.yaml")) if path.exists() else path
 
 
-def job_record(config: DictConfig, job_return: JobReturn, started: float | None, ended: float) -> dict[str, Any]:
-    """What ``job.json`` holds: enough to tell a failed job from a missing one and to show why it failed."""
-    failed = job_return.status == JobStatus.FAILED
-    value = job_return._return_value  # the public property re-raises a failed job's exception
+def job_record(
+    config: DictConfig, job_return: JobReturn | None, started: float | None, ended: float | None
+) -> dict[str, Any]:
+    """What ``job.json`` holds: enough to tell a failed job from a missing one and to show why it failed.
+
+    ``job_return`` None: the record written when the job starts (status ``running``), which stays if the process
+    ends before the job does (killed, pre-empted, requeued); the job's next start then files it as ``interrupted``.
+    """
+    failed = job_return is not None and job_return.status == JobStatus.FAILED
+    value = None if job_return is None else job_return._return_value  # the property re-raises a failed job's error
+    status = "running" if job_return is None else "failed" if failed else "completed"
     record: dict[str, Any] = {
-        "status": "failed" if failed else "completed",
+        "status": status,
         "job_num": OmegaConf.select(config, "hydra.job.num"),
         "overrides": list(OmegaConf.select(config, "hydra.overrides.task", default=[])),
         "started": _iso(started),
         "ended": _iso(ended),
-        "seconds": None if started is None else round(ended - started, 3),
+        "seconds": None if started is None or ended is None else round(ended - started, 3),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "device_slot": os.environ.get(SLOT_ENV),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": slurm_job_id(),
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)) if slurm_job_id() else None,
         "return_value": value if isinstance(value, (int, float)) and not failed else None,
     }
     if failed and isinstance(value, BaseException):
@@ -252,14 +261,29 @@ def job_record(config: DictConfig, job_return: JobReturn, started: float | None,
     return record
 
 
+def slurm_job_id() -> str | None:
+    """This process's SLURM job, as squeue and scontrol name it (``<array job>_<index>`` for an array task)."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
+
+
 def with_earlier_attempts(record: dict[str, Any], path: Path) -> dict[str, Any]:
     """``record`` with the earlier records of ``path`` under ``attempts``: a requeued or resumed job (ckpt_path=last)
-    starts again in its folder, and the record of a finished attempt is not to be lost."""
+    starts again in its folder, and the record of a finished attempt is not to be lost.
+
+    The ``running`` record this same start wrote is replaced; one an earlier start left ``running`` was cut off
+    (killed, pre-empted, requeued) and is kept as ``interrupted``.
+    """
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):  # the first attempt (or an unreadable record: nothing to keep)
         return record
-    return {**record, "attempts": [*earlier.pop("attempts", []), earlier]}
+    attempts = earlier.pop("attempts", [])
+    if earlier.get("status") == "running":
+        if (earlier.get("pid"), earlier.get("started")) == (record.get("pid"), record.get("started")):
+            return {**record, "attempts": attempts} if attempts else record
+        earlier["status"] = "interrupted"
+    return {**record, "attempts": [*attempts, earlier]}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

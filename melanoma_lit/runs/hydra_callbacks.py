@@ -9,9 +9,11 @@ light: no torch at import time. ``hydra/launcher=gpus`` adds ``DeviceSlots`` and
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,7 +21,7 @@ from filelock import FileLock
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from melanoma_lit.cli import friendly_errors
 from melanoma_lit.data.locks import hold
@@ -103,19 +105,62 @@ class DeviceSlots(Callback):
 
 
 class SweepRecorder(Callback):
-    """Writes ``job.json`` (status, times, device, error) into every job folder, run or sweep, for the report."""
+    """Writes ``job.json`` (status, times, device, SLURM job, error) into every job folder, run or sweep, for the
+    report: ``running`` when the job starts, its outcome when it ends, earlier starts under ``attempts``."""
 
     def __init__(self) -> None:
         self._started: float | None = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.time()
+        if _is_rank_zero():
+            self._write(config, None, None)
+        else:
+            _own_log_file(int(os.environ.get("SLURM_PROCID", 0)))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if _is_rank_zero():
-            path = Path(config.hydra.runtime.output_dir) / JOB_RECORD
-            record = job_record(config, job_return, self._started, time.time())
-            write_json(path, with_earlier_attempts(record, path))
+            self._write(config, job_return, time.time())
+
+    def _write(self, config: DictConfig, job_return: JobReturn | None, ended: float | None) -> None:
+        path = Path(config.hydra.runtime.output_dir) / JOB_RECORD
+        record = job_record(config, job_return, self._started, ended)
+        write_json(path, with_earlier_attempts(record, path))
+
+
+def note_interruption(reason: str) -> None:
+    """Says in this job's ``running`` record why it stops before its end (a signal, the scheduler's exit); the job's
+    next start files that record under ``attempts`` as ``interrupted``. Nothing outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not _is_rank_zero():
+        return
+    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)  # unset when composed
+    if output_dir is None:
+        return
+    path = Path(output_dir) / JOB_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if record.get("status") == "running" and record.get("pid") == os.getpid():
+        write_json(path, {**record, "ended": datetime.now(timezone.utc).isoformat(), "reason": reason})
+
+
+def _own_log_file(rank: int) -> None:
+    """A DDP rank SLURM started (one task each) runs the same Hydra job in the same folder as rank 0: it logs to
+    ``<job>.rank<k>.log`` beside rank 0's ``<job>.log`` instead of into it."""
+    if rank == 0:
+        return
+    root = logging.getLogger()
+    for shared in [handler for handler in root.handlers if isinstance(handler, logging.FileHandler)]:
+        path = Path(shared.baseFilename)
+        own = logging.FileHandler(path.with_name(f"{path.stem}.rank{rank}{path.suffix}"), encoding=shared.encoding)
+        own.setLevel(shared.level)
+        own.setFormatter(shared.formatter)
+        root.removeHandler(shared)
+        shared.close()
+        root.addHandler(own)
 
 
 def _is_rank_zero() -> bool:
