@@ -140,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise SystemExit(code) from None
     except SystemExit as stop:  # submitit ending a job it requeued at the time limit; Lightning after a second Ctrl-C
         note_interruption(f"exit ({stop.code}) at epoch {trainer.current_epoch}, step {trainer.global_step}")
-        if trainer.interrupted:
+        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's exit(1) while handling a Ctrl-C
             raise KeyboardInterrupt from None
         raise
 

@@ -7,6 +7,7 @@ runs, without a torch import per case); a few go through the real command line (
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -235,6 +236,9 @@ def test_bad_paths_are_named_before_any_work(tmp_path: Path, capsys: pytest.Capt
                 for p in out.rglob("*")
                 if ".hydra" not in p.parts and p.suffix != ".log" and not p.name.startswith(".run.lock")
             )
+            if "job.json" in left:  # the job's record (runs.hydra_callbacks.SweepRecorder): a failed start
+                assert json.loads((out / "job.json").read_text())["status"] == "failed", command
+                left.remove("job.json")
             assert left == [], (command, ckpt, left)
     for command, arguments in inference.items():
         code, err = invoke(command, *arguments, f"hydra.run.dir={tmp_path / 'x'}", capsys=capsys)

@@ -152,9 +152,10 @@ RUN_TIME_KEYS = (
     "data.persistent_workers",
     "data.eval_batch_size",
     "data.cache_dir",
-    "callbacks.media",
-    "callbacks.lr_monitor",
+    "callbacks",
 )
+# Callbacks observe and save a run; these two change what it trains.
+TRAINING_CALLBACKS = ("callbacks.backbone_freeze", "callbacks.early_stopping")
 
 
 def check_resume(cfg: DictConfig, output_dir: str | Path, resume_from: str | None) -> None:
@@ -193,6 +194,8 @@ def check_resume(cfg: DictConfig, output_dir: str | Path, resume_from: str | Non
 
 
 def _trained(key: str) -> bool:
+    if any(key == k or key.startswith(k + ".") for k in TRAINING_CALLBACKS):
+        return True
     return not any(key == k or key.startswith(k + ".") for k in RUN_TIME_KEYS) and not key.endswith(
         (".root", "dirpath")
     )

@@ -114,7 +114,11 @@ class SweepRecorder(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.time()
         if _is_rank_zero():
-            self._write(config, None, None)
+            # A sweep job's record says "running" from its start, so a job cut off (requeued, killed) is told from
+            # one never started. A single run's command ends with its own message and exit code instead (a user
+            # error exits before Hydra's job end, which would leave "running" behind).
+            if config.hydra.mode == RunMode.MULTIRUN:
+                self._write(config, None, None)
         else:
             _own_log_file(int(os.environ.get("SLURM_PROCID", 0)))
 
