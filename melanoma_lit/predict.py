@@ -15,6 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.datamodule import default_workers
 from melanoma_lit.data.sources import IMAGE_SUFFIXES
 from melanoma_lit.errors import ConfigError, DataError
@@ -176,9 +177,8 @@ def predict(cfg: DictConfig) -> Path:
     output = write_submission(output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))
     errors = errors_path(output)
     skipped = skipped_inputs(cfg.input)
-    partial = errors.with_name(f".{errors.name}.partial")
-    pd.concat([predictions.errors, skipped], ignore_index=True).to_csv(partial, index=False)
-    os.replace(partial, errors)
+    with replaced(errors) as partial:
+        pd.concat([predictions.errors, skipped], ignore_index=True).to_csv(partial, index=False)
     log.info("wrote %d predictions (%s format) to %s", int(ok.sum()), fmt, output)
     if len(predictions.errors):
         log.warning("%d images could not be read; listed with the reason in %s", len(predictions.errors), errors)

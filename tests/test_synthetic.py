@@ -242,6 +242,14 @@ def test_ensure_synthetic_regenerates_an_interrupted_generation(tmp_path):
     assert (tmp_path / COMPLETE_MARKER).exists() and len(list(tmp_path.rglob("*.jpg"))) == 6
 
 
+def test_a_file_a_killed_generation_was_still_writing_is_cleared_with_the_set(tmp_path):
+    generate(tmp_path, n=6, size=32, workers=1, progress=False)
+    leftover = tmp_path / ".ISIC_2019_Training_GroundTruth.csv.4242.partial"  # data.atomic.replaced's name
+    leftover.write_text("image,MEL")
+    ensure_synthetic(tmp_path, n=6, size=32, seed=3, progress=False)  # other parameters: the set is redrawn
+    assert not leftover.exists() and json.loads((tmp_path / COMPLETE_MARKER).read_text())["seed"] == 3
+
+
 def test_refuses_to_clear_a_folder_it_did_not_write(tmp_path):
     precious = tmp_path / "notes.txt"
     precious.write_text("mine")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.locks import exclusive
 from melanoma_lit.data.table import primary_label
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
@@ -134,9 +134,8 @@ def _create(table: pd.DataFrame, path: Path, num_folds: int, seed: int, classes:
         {"image_id": table["image_id"], "group": groups, "fold": folds, "num_folds": num_folds, "seed": seed}
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(partial, index=False)
-    os.replace(partial, path)
+    with replaced(path) as partial:
+        frame.to_csv(partial, index=False)
     log.info("wrote %d-fold split of %d images to %s", num_folds, len(table), path)
     return folds
 

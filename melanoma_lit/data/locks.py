@@ -18,6 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,8 @@ def hold(lock_file: str | Path, what: str) -> FileLock:
         "command": " ".join(sys.argv),
         "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = owner.with_name(owner.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, owner)
+    with replaced(owner) as partial:
+        partial.write_text(json.dumps(record))
     return lock
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.images import load_rgb
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.data.transforms import Preprocessing, eval_transform
@@ -60,9 +60,8 @@ def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classe
     frame = submission_table(table["image_id"], probs, classes, "generic")
     for key, value in extra.items():
         frame[key] = value
-    partial = path.with_name(f".{path.name}.partial")
-    frame.to_csv(partial, index=False, float_format="%.6f")
-    os.replace(partial, path)
+    with replaced(path) as partial:
+        frame.to_csv(partial, index=False, float_format="%.6f")
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------
@@ -285,7 +284,6 @@ def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:
     """Full float64 precision, so a scorer reading the file ranks exactly what our metrics ranked."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")  # renamed into place: an interrupt leaves no half file
-    frame.to_csv(partial, index=False)
-    os.replace(partial, path)
+    with replaced(path) as partial:  # an interrupt leaves no half file
+        frame.to_csv(partial, index=False)
     return path

@@ -24,6 +24,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,8 @@ def write_metrics(output_dir: str | Path, metrics: dict[str, float], **details: 
     """``metrics.json``: the final ``metrics`` first, then what produced them (``details``)."""
     summary = {"metrics": finite(metrics), **details}
     path = Path(output_dir) / METRICS_FILE
-    partial = path.with_name(f".{path.name}.partial")  # renamed into place: an interrupt leaves no half file
-    partial.write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
-    os.replace(partial, path)
+    with replaced(path) as partial:  # an interrupt leaves no half file
+        partial.write_text(json.dumps(summary, indent=2, default=str, allow_nan=False))
 
 
 def resolve_resume(output_dir: str | Path, checkpoint_dir: str | Path, ckpt_path: str | None) -> str | None:
@@ -291,9 +291,8 @@ def with_earlier_attempts(record: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic, so a report reading the sweep while jobs run never sees half a file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(partial, path)
+    with replaced(path) as partial:
+        partial.write_text(json.dumps(payload, indent=2, default=str))
 
 
 def _iso(stamp: float | None) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from melanoma_lit.data.atomic import replaced, written_as
 from melanoma_lit.data.locks import exclusive
 from melanoma_lit.data.synthetic.cohort import DEFAULT_CLASS_FREQUENCIES, plan_lesions
 from melanoma_lit.data.synthetic.layouts import (
@@ -108,7 +109,7 @@ def _prepare_out(out: Path) -> None:
             folder = folder.parent
 
 
-_MARKERS = {COMPLETE_MARKER, _STARTED_MARKER, COMPLETE_MARKER + ".tmp"}
+_MARKERS = {COMPLETE_MARKER, _STARTED_MARKER, COMPLETE_MARKER + ".tmp"}  # .tmp: earlier versions' temporary name
 # A marker without parameters (a generation killed while writing it): the generator's own names (ISIC ids, CSVs).
 _LEGACY = re.compile(r"(?:[^/]+/){0,2}ISIC_\d{7}\.jpg|ISIC[-_][^/]*\.csv(?:\.tmp)?")
 
@@ -126,6 +127,7 @@ def _manifest(marker: Path) -> set[str] | None:
 
 
 def _written_by_us(relpath: str, listed: set[str] | None) -> bool:
+    relpath = str(written_as(relpath) or relpath)  # a file a killed generation was still writing
     if relpath in _MARKERS:
         return True
     if listed is not None:
@@ -228,9 +230,8 @@ def _generate(
     wh = (params["size"][0], params["size"][1])
     _render_all(out, [job for job, _ in jobs], wh, params["seed"], workers, f"{layout} {wh[0]}x{wh[1]}", progress)
     write_tables(out, layout, jobs)
-    tmp = out / (COMPLETE_MARKER + ".tmp")
-    tmp.write_text(json.dumps(params, indent=2))
-    os.replace(tmp, out / COMPLETE_MARKER)
+    with replaced(out / COMPLETE_MARKER) as partial:
+        partial.write_text(json.dumps(params, indent=2))
     (out / _STARTED_MARKER).unlink()
     return out
 

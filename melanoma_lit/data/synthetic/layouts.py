@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.synthetic.cohort import LesionPlan, assign_splits
 from melanoma_lit.data.taxonomy import ISIC_CLASSES
 
@@ -69,12 +69,10 @@ def place(lesions: list[LesionPlan], layout: str, seed: int) -> list[tuple[Job, 
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
+    with replaced(path) as partial, partial.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _age(age: float, missing: str) -> str:
