@@ -9,7 +9,6 @@ only where its window opens and closes, so queued GPU work is counted without be
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 import warnings
@@ -38,6 +37,7 @@ from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.models.module import LesionClassifier
 from melanoma_lit.prepare import resolve_side
 from melanoma_lit.runs.checks import check_config
+from melanoma_lit.runs.files import write_json
 from melanoma_lit.train import build_datamodule, build_model, instantiate_all
 
 # The timed loop skips validation on purpose (validation is timed on its own).
@@ -290,7 +290,7 @@ def run_bench(cfg: DictConfig, command: str | None = None) -> dict[str, Any]:
     }
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    write_json(output_dir / "bench.json", report)
     return report
 
 

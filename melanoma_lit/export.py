@@ -24,6 +24,7 @@ import torch.nn as nn
 from omegaconf import DictConfig
 
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import ConfigError, MelanomaLitError
 from melanoma_lit.inference.predictions import resolve_checkpoints
 from melanoma_lit.models.module import LesionClassifier
@@ -86,13 +87,15 @@ def export_checkpoint(
     height, width = classifier.preprocessing.input_size
     example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "onnx":
-        _export_onnx(model, example, model_path, opset)
-    else:
-        with torch.no_grad(), _quiet():
-            torch.jit.save(torch.jit.trace(model, example), str(model_path))
+    with replaced(model_path) as partial:  # an interrupt leaves no half-written model
+        if fmt == "onnx":
+            _export_onnx(model, example, partial, opset)
+        else:
+            with torch.no_grad(), _quiet():
+                torch.jit.save(torch.jit.trace(model, example), str(partial))
     manifest = preprocessing_manifest(classifier, fmt, model_path.name, checkpoints[0])
-    preprocessing_path.write_text(json.dumps(manifest, indent=2))
+    with replaced(preprocessing_path) as partial:
+        partial.write_text(json.dumps(manifest, indent=2))
     difference = None
     if check:
         images = torch.randint(0, 256, (3, 3, height, width), dtype=torch.uint8)  # a batch size not exported with

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -19,6 +18,7 @@ from melanoma_lit.data.transforms import Preprocessing
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.runs.checks import check_config
+from melanoma_lit.runs.files import write_json
 
 _CORRUPT_SHOWN = 20
 
@@ -50,7 +50,7 @@ def run_prepare(cfg: DictConfig, progress: bool = True) -> PrepareReport:
     )
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "prepare.json").write_text(json.dumps(report.to_dict(), indent=2))
+    write_json(output_dir / "prepare.json", report.to_dict())
     return report
 
 

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from melanoma_lit.callbacks.resilience import exit_code, keep_csv_history
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.build import DataSpec
 from melanoma_lit.data.datamodule import LesionDataModule
 from melanoma_lit.data.table import known_mask, targets
@@ -189,9 +190,10 @@ def cross_validate(cfg: DictConfig) -> dict[str, float]:
     writes = rank_zero_only.rank == 0  # under DDP every process runs this job; one writes its files
     predictions = [d / VAL_PREDICTIONS for d in fold_dirs.values() if (d / VAL_PREDICTIONS).exists()]
     if predictions and writes:
-        pd.concat([pd.read_csv(p, dtype={"image": str}) for p in predictions]).to_csv(
-            output_dir / VAL_PREDICTIONS, index=False, float_format="%.6f"
-        )
+        with replaced(output_dir / VAL_PREDICTIONS) as partial:
+            pd.concat([pd.read_csv(p, dtype={"image": str}) for p in predictions]).to_csv(
+                partial, index=False, float_format="%.6f"
+            )
     keys = sorted({key for metrics in per_fold.values() for key in metrics})
     table = np.array([[per_fold[fold].get(key, np.nan) for key in keys] for fold in folds], dtype=float)
     with warnings.catch_warnings():

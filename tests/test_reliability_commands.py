@@ -456,6 +456,51 @@ def test_ctrl_c_in_any_command_exits_130_with_one_paragraph(
     assert code == 130 and "Traceback" not in err and "ckpt_path=last" in err, err
 
 
+def _half_written_then_interrupted(owner: object, target: object, *args: object, **kwargs: object) -> None:
+    """A writer that Ctrl-C stops half way through its file."""
+    Path(str(target)).write_bytes(b"half a file")
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("command", "writer"),
+    [("export", "torch.jit.save"), ("explain", "PIL.Image.Image.save"), ("evaluate", "pandas.DataFrame.to_csv")],
+)
+def test_ctrl_c_while_a_command_writes_leaves_no_half_file(
+    command: str,
+    writer: str,
+    tiny_run: Path,
+    synthetic_images: list[str],
+    cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C in the middle of writing an output file (the exported model, an overlay, the predictions): exit 130,
+    one paragraph, and neither the half file nor its temporary name is left."""
+    import shutil
+
+    from tests.conftest import SMALL_SYNTHETIC
+
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(synthetic_images[0], images)
+    monkeypatch.setattr(writer, _half_written_then_interrupted)
+    out = tmp_path / "out"
+    arguments = {
+        "export": ["format=torchscript"],
+        "explain": [f"input={images}"],
+        "evaluate": [*SMALL_SYNTHETIC, f"paths.cache_dir={cache_dir}", "data.num_workers=0"],
+    }[command]
+    code, err = invoke(
+        command, f"ckpt={tiny_run}", *arguments, f"paths.output_dir={out}", f"hydra.run.dir={out}", capsys=capsys
+    )
+    assert code == 130 and "Traceback" not in err and err.strip().startswith("Error: interrupted (Ctrl-C)"), err
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() == b"half a file"]
+    partial = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert written == [] and partial == [], (command, written, partial)
+
+
 # --- 5. nothing silently skipped -------------------------------------------------------------------------------
 
 

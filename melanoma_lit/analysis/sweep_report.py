@@ -38,6 +38,7 @@ from melanoma_lit.analysis.predictions import (
     read_predictions,
 )
 from melanoma_lit.analysis.render import Block, Code, Heading, Image, Paragraph, to_html, to_markdown
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import MelanomaLitError
 from melanoma_lit.metrics.isic import confusion_matrix
 from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
@@ -82,9 +83,14 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Re
     files = ReportFiles(dir=out, markdown=out / "report.md", html=out / "report.html", json=out / "report.json")
     blocks = _blocks(analysis, out, files)
     title = f"Sweep report: {sweep.dir.name}"
-    files.markdown.write_text(to_markdown([Heading(title, 1), *blocks]))
-    files.html.write_text(to_html([Heading(title, 1), *blocks], title))
-    files.json.write_text(json.dumps(_clean(_as_json(analysis, files)), indent=2, allow_nan=False))
+    contents = {
+        files.markdown: to_markdown([Heading(title, 1), *blocks]),
+        files.html: to_html([Heading(title, 1), *blocks], title),
+        files.json: json.dumps(_clean(_as_json(analysis, files)), indent=2, allow_nan=False),
+    }
+    for path, text in contents.items():  # a report rewritten while a reader has it open is never half a file
+        with replaced(path) as partial:
+            partial.write_text(text)
     return files
 
 
@@ -198,7 +204,8 @@ def _oof_blocks(analysis: _Analysis, out: Path, files: ReportFiles) -> list[Bloc
         folds = ", ".join(map(str, _folds(predictions)))
         rows.append([label, str(len(predictions)), folds, *[_number(scores[m]) for m in analysis.metrics]])
         slug = _slug(label)
-        predictions.frame.to_csv(out / f"oof_{slug}.csv", index=False, float_format="%.6f")
+        with replaced(out / f"oof_{slug}.csv") as partial:
+            predictions.frame.to_csv(partial, index=False, float_format="%.6f")
         if label not in (*analysis.plotted, ENSEMBLE_LABEL):
             continue
         probs, targets, known = predictions.arrays()

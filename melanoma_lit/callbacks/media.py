@@ -20,6 +20,7 @@ from PIL import Image
 from pytorch_lightning.loggers import MLFlowLogger, WandbLogger
 from torchmetrics.utilities import dim_zero_cat
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.errors import MelanomaLitError
 from melanoma_lit.inference.gradcam import explain, overlay
@@ -150,7 +151,8 @@ class ValidationMedia(pl.Callback):
         overlays = []
         for (_, row), picture, cam in zip(table.head(len(images)).iterrows(), pictures, result.cams, strict=True):
             path = folder / f"gradcam_{row['image_id']}_{row['predicted']}.png"
-            Image.fromarray(overlay(picture, cam)).save(path)
+            with replaced(path) as partial:
+                Image.fromarray(overlay(picture, cam)).save(partial, format="PNG")
             caption = (
                 f"{row['image_id']}: true {row['true']}, predicted {row['predicted']} ({row[row['predicted']]:.2f})"
             )
@@ -190,7 +192,8 @@ class ValidationMedia(pl.Callback):
     ) -> None:
         where = f"media/epoch_{epoch:03d}"
         samples = folder / "val_samples.csv"
-        table.drop(columns=["row", "predicted_index"]).to_csv(samples, index=False, float_format="%.6f")
+        with replaced(samples) as partial:
+            table.drop(columns=["row", "predicted_index"]).to_csv(partial, index=False, float_format="%.6f")
         for path in [*plots.values(), samples]:
             logger.experiment.log_artifact(logger.run_id, str(path), where)
         for path, _ in overlays:

@@ -22,6 +22,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from rich.progress import Progress
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.images import load_rgb
 from melanoma_lit.data.transforms import eval_transform
 from melanoma_lit.errors import ConfigError
@@ -149,12 +150,13 @@ def write_explanations(
                 ):
                     name = model.classes[cls]
                     target = out_dir / f"{Path(path).stem}_{name}.png"
-                    Image.fromarray(overlay(picture, cam)).save(target)
+                    with replaced(target) as partial:
+                        Image.fromarray(overlay(picture, cam)).save(partial, format="PNG")
                     rows.append(
                         {"image": str(path), "class": name, "probability": float(probs[cls]), "overlay": target}
                     )
             progress.advance(task, len(chunk))
-    with (out_dir / GRADCAM_TABLE).open("w", newline="") as handle:
+    with replaced(out_dir / GRADCAM_TABLE) as partial, partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "class", "probability", "overlay"])
         writer.writeheader()
         writer.writerows({**row, "probability": f"{row['probability']:.6f}"} for row in rows)

@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
+from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.metrics.isic import ArrayLike, both_labels, check_inputs
 
@@ -81,7 +82,8 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with replaced(path) as partial:  # a reader (W&B media, the sweep report) never sees half a PNG
+        figure.savefig(partial, dpi=120, format="png")
     return path
 
 
