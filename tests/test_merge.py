@@ -183,3 +183,37 @@ def test_leakage_guard_matches_patients_and_ignores_empty_ids() -> None:
     test = source_table("b", [{"image_id": "t1", "patient_id": "P", "lesion_id": "L"}, {"image_id": "same"}])
     kept, removed = remove_leakage(train, test)
     assert removed == 3 and kept["image_id"].tolist() == ["free"]
+
+
+TASK3 = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+
+
+def test_isic2018_alone_knows_task3s_seven_classes_on_every_image(years: list[pd.DataFrame]) -> None:
+    """The Task 3 label set read from HAM10000 alone: every image decided, AKIEC a class of its own."""
+    table, _ = merge_sources([years[1]], classes=TASK3)
+    assert len(table) == 10_015
+    assert (table[[known_column(c) for c in TASK3]] == 1).all().all()
+    assert {c: int(table[c].sum()) for c in TASK3} == {
+        "MEL": 1113,
+        "NV": 6705,
+        "BCC": 514,
+        "AKIEC": 327,
+        "BKL": 1099,
+        "DF": 115,
+        "VASC": 142,
+    }
+
+
+def test_merged_years_know_the_union_and_subtype_classes_where_a_source_decides_them(
+    merged, years: list[pd.DataFrame]
+) -> None:
+    """AKIEC = AK or SCC is known on every merged image (2019 splits HAM's AKIEC, the others know both parts);
+    seborrheic keratosis (ISIC 2017) is known except on benign keratoses whose subtype no source gives."""
+    pool = merged[0]
+    space, _ = merge_sources(years, classes=[*TASK3, "AK", "SCC", "SK"], allow_missing=True)
+    assert len(space) == len(pool)
+    assert int(space[known_column("AKIEC")].sum()) == len(space)
+    assert int(space["AKIEC"].sum()) == int(space["AK"].sum() + space["SCC"].sum()) == 327
+    unknown_sk = space[space[known_column("SK")] == 0]
+    assert len(unknown_sk) == 1099 and (unknown_sk["BKL"] == 1).all()
+    assert int(space["SK"].sum()) == 386

@@ -22,7 +22,7 @@ from melanoma_lit.data.sources import (
     read_source,
 )
 from melanoma_lit.data.table import known_column, known_mask, primary_label, table_columns, targets
-from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.data.taxonomy import ISIC_CLASSES, LABELS
 from melanoma_lit.errors import ConfigError, DataError
 
 OTHER_THAN_MEL = [c for c in ISIC_CLASSES if c != "MEL"]
@@ -60,7 +60,7 @@ def assert_schema(table: pd.DataFrame, classes=ISIC_CLASSES) -> None:
 
 
 def test_isic2017_has_all_splits_with_images(isic2017: pd.DataFrame) -> None:
-    assert_schema(isic2017)
+    assert_schema(isic2017, LABELS)  # + seborrheic keratosis (SK), AKIEC unknown
     assert isic2017["split"].value_counts().to_dict() == {"train": 2000, "val": 150, "test": 600}
     assert all(os.path.isabs(p) and os.path.exists(p) for p in isic2017["path"])
     assert set(isic2017["source"]) == {"isic2017"}
@@ -103,7 +103,7 @@ def test_isic2017_reads_requested_splits_only(shared_data: Path) -> None:
 
 
 def test_isic2018_training_set(isic2018: pd.DataFrame, shared_data: Path) -> None:
-    assert_schema(isic2018)
+    assert_schema(isic2018, LABELS)  # + AKIEC, SK unknown
     assert len(isic2018) == 10_015 and set(isic2018["split"]) == {"train"}
     assert all(os.path.exists(p) for p in isic2018["path"])
     assert (isic2018["lesion_id"] != "").all() and isic2018["lesion_id"].nunique() == 7_470
@@ -122,6 +122,8 @@ def test_isic2018_akiec_leaves_ak_and_scc_unknown(isic2018: pd.DataFrame) -> Non
     others = [c for c in ISIC_CLASSES if c not in ("AK", "SCC")]
     assert (rows[[known_column(c) for c in others]] == 1).all().all()
     assert (targets(rows, ISIC_CLASSES) == 0).all()
+    assert (rows["AKIEC"] == 1).all() and (isic2018.loc[~akiec, "AKIEC"] == 0).all()
+    assert (isic2018["known_AKIEC"] == 1).all()
     rest = isic2018[~akiec]
     assert (rest[["AK", "SCC"]] == 0).all().all() and (targets(rest, ISIC_CLASSES).sum(axis=1) == 1).all()
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from melanoma_lit.data.sources import IMAGE_DIRS
-from melanoma_lit.data.table import check_unique_ids, known_column, normalise_table
-from melanoma_lit.data.taxonomy import ISIC_CLASSES
+from melanoma_lit.data.table import check_unique_ids, infer_labels, known_column, normalise_table
+from melanoma_lit.data.taxonomy import ISIC_CLASSES, label_space
 from melanoma_lit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def merge_sources(
     for position, table in enumerate(tables):
         for source in table["source"].unique() if "source" in table else []:
             searched.setdefault(source, []).extend(table.attrs.get(IMAGE_DIRS, []))
-        part = _checked(table, classes, position)
+        part = _checked(table, label_space(classes), position)
         part["_priority"] = _priority(part["source"], position, len(tables))
         parts.append(part)
     stacked = pd.concat(parts, ignore_index=True)
@@ -151,7 +151,7 @@ def merge_sources(
     split_rank = stacked["split"].map(_SPLIT_RANK).groupby(stacked["image_id"]).max()
     merged["split"] = split_rank.map({rank: split for split, rank in _SPLIT_RANK.items()})
 
-    conflicts = _combine_labels(stacked, merged, classes)
+    conflicts = _combine_labels(stacked, merged, label_space(classes))
     ids_per_source = {s: set(g) for s, g in stacked.groupby("source")["image_id"]}
     report = MergeReport(
         rows_per_source={s: len(ids) for s, ids in ids_per_source.items()},
@@ -178,7 +178,7 @@ def merge_sources(
             )
         log.warning("%s; dropped (data.allow_missing=true)", message)
         merged = merged.drop(index=missing)
-    table = normalise_table(merged.rename_axis("image_id").reset_index(), classes)
+    table = normalise_table(infer_labels(merged.rename_axis("image_id").reset_index()), classes)
     report.n_rows = len(table)
     log.info(report.summary())
     return table, report

@@ -19,7 +19,7 @@ import pandas as pd
 from rich.progress import track
 
 from melanoma_lit.data.table import check_unique_ids, known_column, normalise_table
-from melanoma_lit.data.taxonomy import FOLDER_NAME_TO_CLASS, ISIC_CLASSES
+from melanoma_lit.data.taxonomy import FOLDER_NAME_TO_CLASS, ISIC_CLASSES, LABELS
 from melanoma_lit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ _ISIC2017_SPLITS = {"train": "Training", "val": "Validation", "test": "Test_v2"}
 def read_isic2017(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFrame:
     """ISIC 2017 Part 3: ground truth, metadata and images of the requested splits.
 
-    melanoma -> MEL, seborrheic keratosis -> BKL, neither -> NV, and every row knows all eight classes: the
+    melanoma -> MEL, seborrheic keratosis -> BKL and SK, neither -> NV, and every row knows all eight classes: the
     2017 set holds only these three diagnoses, and ISIC 2019 labels NV each of the 1,838 "neither" images it
     shares with 2017 (of 1,843), so "neither" is a nevus, not "some other class".
     """
@@ -235,6 +235,7 @@ def read_isic2017(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
         frame = pd.DataFrame({"image_id": canonical_image_id(truth["image_id"])})
         label = np.select([values["melanoma"] == 1, values["seborrheic_keratosis"] == 1], ["MEL", "BKL"], "NV")
         frame = frame.join(_one_hot(pd.Series(label, index=frame.index), ISIC_CLASSES))
+        frame["SK"], frame[known_column("SK")] = values["seborrheic_keratosis"].to_numpy(dtype=float), 1.0
         meta_path = root / f"ISIC-2017_{name}_Data_metadata.csv"
         if meta_path.exists():
             meta = _read_csv(meta_path, ["image_id"], id_column="image_id")
@@ -250,7 +251,7 @@ def read_isic2017(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
         frame["path"] = _image_paths(truth["image_id"], image_dirs[-1])
         frame["split"] = split
         frames.append(frame)
-    return _finish(pd.concat(frames, ignore_index=True), "isic2017", image_dirs=image_dirs)
+    return _finish(pd.concat(frames, ignore_index=True), "isic2017", LABELS, image_dirs=image_dirs)
 
 
 _ISIC2018_SPLITS = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -289,9 +290,9 @@ def _isic2018_lesions(root: Path) -> pd.DataFrame:
 def read_isic2018(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFrame:
     """ISIC 2018 Task 3 (HAM10000): the training split, plus validation/test where their ground truth is present.
 
-    AKIEC means "actinic keratosis or intraepithelial carcinoma (SCC)": those rows know every class negative
-    except AK and SCC, which stay unknown (ISIC 2019 splits the 327 training AKIEC into 130 AK and 197 SCC).
-    Every other row knows all eight classes, AK and SCC negative.
+    AKIEC means "actinic keratosis or intraepithelial carcinoma (SCC)": those rows know AKIEC positive and every
+    other class negative except AK and SCC, which stay unknown (ISIC 2019 splits the 327 training AKIEC into 130 AK
+    and 197 SCC). Every other row knows all eight classes and AKIEC, AK and SCC negative.
     """
     root = _require_dir(root)
     _check_splits(splits, "read_isic2018")
@@ -308,6 +309,7 @@ def read_isic2018(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
         label = one_hot.idxmax(axis=1)
         frame = pd.DataFrame({"image_id": canonical_image_id(truth["image"])}).join(_one_hot(label, ISIC_CLASSES))
         _forget(frame, label == "AKIEC", ("AK", "SCC"))
+        frame["AKIEC"], frame[known_column("AKIEC")] = (label == "AKIEC").to_numpy(dtype=float), 1.0
         image_dirs.append(root / f"ISIC2018_Task3_{name}_Input")
         frame["path"] = _image_paths(truth["image"], image_dirs[-1])
         frame["split"] = split
@@ -315,7 +317,7 @@ def read_isic2018(root: str | Path, splits: Sequence[str] = SPLITS) -> pd.DataFr
     if not frames:
         raise DataError(f"{root}: no ISIC 2018 Task 3 ground truth for splits {list(splits)}.")
     table = pd.concat(frames, ignore_index=True).merge(_isic2018_lesions(root), on="image_id", how="left")
-    return _finish(table, "isic2018", image_dirs=image_dirs)
+    return _finish(table, "isic2018", LABELS, image_dirs=image_dirs)
 
 
 def read_isic2019(root: str | Path) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from melanoma_lit.data.taxonomy import SUBTYPE_CLASSES, UNION_CLASSES
 from melanoma_lit.errors import DataError
 
 ID_COLUMNS: tuple[str, ...] = ("image_id", "path", "source", "split", "lesion_id", "patient_id")
@@ -59,6 +60,46 @@ def normalise_table(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame
             )
         frame[known_column(cls)], frame[cls] = known, value.fillna(0.0)
     return frame[table_columns(classes)].reset_index(drop=True)
+
+
+def infer_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with what the taxonomy's class relations imply (data.taxonomy), so any label set can be read
+    from any source: a union (AKIEC) is positive where a part is, negative where every part is, and a negative
+    union makes its parts negative; a subtype (SK) makes its parent positive, a negative parent makes it negative.
+    Only classes present in ``frame`` take part; a source contradicting itself is an error naming the image."""
+    frame = frame.copy()
+
+    def positive(cls: str) -> pd.Series:
+        return (frame[known_column(cls)] == 1) & (frame[cls] == 1)
+
+    def negative(cls: str) -> pd.Series:
+        return (frame[known_column(cls)] == 1) & (frame[cls] == 0)
+
+    def settle(cls: str, rows: pd.Series, value: float, because: str) -> None:
+        clash = rows & (frame[known_column(cls)] == 1) & (frame[cls] != value)
+        if clash.any():
+            raise DataError(
+                f"image {frame['image_id'][clash].iloc[0]!r}: {cls} is {1 - value:g} but {because} "
+                f"({int(clash.sum())} such images). Correct the source's labels."
+            )
+        frame.loc[rows, [cls, known_column(cls)]] = (value, 1.0)
+
+    for union, parts in UNION_CLASSES.items():
+        if union not in frame or any(part not in frame for part in parts):
+            continue
+        any_part = np.logical_or.reduce([positive(part) for part in parts])
+        every_part_negative = np.logical_and.reduce([negative(part) for part in parts])
+        settle(union, any_part, 1.0, f"one of its parts {list(parts)} is positive")
+        settle(union, every_part_negative, 0.0, f"all of its parts {list(parts)} are negative")
+        union_negative = negative(union)
+        for part in parts:
+            settle(part, union_negative, 0.0, f"{union} is negative")
+    for subtype, parent in SUBTYPE_CLASSES.items():
+        if subtype not in frame or parent not in frame:
+            continue
+        settle(parent, positive(subtype), 1.0, f"its subtype {subtype} is positive")
+        settle(subtype, negative(parent), 0.0, f"its parent class {parent} is negative")
+    return frame
 
 
 def _binary(frame: pd.DataFrame, column: str, allow_missing: bool) -> pd.Series:

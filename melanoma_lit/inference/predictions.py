@@ -238,7 +238,7 @@ def default_format(classes: Sequence[str], source: str | None = None) -> str:
     covers_isic = set(ISIC_CLASSES) <= set(classes)
     if source == "isic2017" and {"MEL", "BKL"} <= set(classes):
         return "isic2017"
-    if source == "isic2018" and covers_isic:
+    if source == "isic2018" and not _missing_for("isic2018", classes):
         return "isic2018"
     return "isic2019" if covers_isic else "generic"
 
@@ -249,8 +249,8 @@ def submission_table(
     """One row per image in an official ISIC column layout.
 
     ``isic2017``: ``image_id,melanoma,seborrheic_keratosis`` (Part 3: MEL and BKL probabilities).
-    ``isic2018``: ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`` with AKIEC = min(1, AK + SCC): the probability of
-    "AK or SCC" for mutually exclusive diagnoses, which is how the two 2019 classes make up 2018's one.
+    ``isic2018``: ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``; a model without an AKIEC output gives min(1, AK + SCC):
+    the probability of "AK or SCC" for mutually exclusive diagnoses, how the two 2019 classes make up 2018's one.
     ``isic2019``: ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`` with UNK 0 (the model has no "none of these").
     ``generic``: ``image`` and one column per class, in the given order.
     """
@@ -260,7 +260,8 @@ def submission_table(
     if fmt == "isic2017":
         return pd.DataFrame({"image_id": ids, "melanoma": column["MEL"], "seborrheic_keratosis": column["BKL"]})
     if fmt == "isic2018":
-        column["AKIEC"] = np.minimum(1.0, column["AK"] + column["SCC"])
+        if "AKIEC" not in column:
+            column["AKIEC"] = np.minimum(1.0, column["AK"] + column["SCC"])
         return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in _ISIC2018_COLUMNS}})
     if fmt == "isic2019":
         return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in ISIC_CLASSES}, "UNK": 0.0})
@@ -271,13 +272,21 @@ def check_format(fmt: str, classes: Sequence[str]) -> None:
     """Fail before any inference when the format is unknown or needs a class the model does not predict."""
     if fmt not in SUBMISSION_FORMATS:
         raise ConfigError(f"format={fmt}: choose one of {', '.join(SUBMISSION_FORMATS)} (or auto).")
-    required = {"isic2017": ("MEL", "BKL"), "isic2018": ISIC_CLASSES, "isic2019": ISIC_CLASSES}.get(fmt, ())
-    missing = [cls for cls in required if cls not in classes]
+    missing = _missing_for(fmt, classes)
     if missing:
         raise ConfigError(
             f"format={fmt} needs probabilities for {missing}, which the model does not predict "
             f"(its classes: {list(classes)}); use format=generic."
         )
+
+
+def _missing_for(fmt: str, classes: Sequence[str]) -> list[str]:
+    """The classes ``fmt``'s columns need that ``classes`` lacks (2018's AKIEC: itself, or both AK and SCC)."""
+    if fmt == "isic2018":
+        akiec = [] if "AKIEC" in classes else [cls for cls in ("AK", "SCC") if cls not in classes]
+        return [cls for cls in _ISIC2018_COLUMNS if cls != "AKIEC" and cls not in classes] + akiec
+    required = {"isic2017": ("MEL", "BKL"), "isic2019": ISIC_CLASSES}.get(fmt, ())
+    return [cls for cls in required if cls not in classes]
 
 
 def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:

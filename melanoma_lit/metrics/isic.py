@@ -204,10 +204,15 @@ def _threshold_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, fl
 
 def _confusion(p: np.ndarray, t: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Matrix over fully decided rows and each class's number of such rows (tied rows included)."""
-    n_classes = p.shape[1]
     decided = k.all(axis=1) & (t.sum(axis=1) == 1)
-    true = t[decided].argmax(axis=1)
-    scores = p[decided]
+    return confusion_counts(p[decided], t[decided])
+
+
+def confusion_counts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts ``[true, argmax]`` of rows with exactly one true class, a tied argmax in no column (the scorer's
+    "undecided" prediction), and each class's number of rows."""
+    n_classes = scores.shape[1]
+    true = truth.argmax(axis=1)
     tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1 if len(scores) else np.zeros(0, dtype=bool)
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(matrix, (true[~tied], scores[~tied].argmax(axis=1)), 1)
