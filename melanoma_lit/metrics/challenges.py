@@ -18,7 +18,7 @@ import sklearn.metrics
 from melanoma_lit.data.table import infer_labels, known_column, normalise_table
 from melanoma_lit.data.taxonomy import ISIC_CLASSES, SUBTYPE_CLASSES, UNION_CLASSES, label_space
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.metrics.isic import ArrayLike, both_labels, check_inputs, confusion_counts
+from melanoma_lit.metrics.arrays import ArrayLike, both_labels, check_inputs, confusion_counts
 
 BALANCED_MULTICLASS_ACCURACY = "balanced_multiclass_accuracy"
 MEAN_AUC = "mean_auc"
