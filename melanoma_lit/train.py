@@ -26,8 +26,8 @@ from melanoma_lit.data.datamodule import LesionDataModule
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.inference.predictions import predict_table, write_predictions
-from melanoma_lit.metrics.challenges import check_predictable, get_challenge
+from melanoma_lit.inference.predictions import predict_table, write_predictions, write_submission
+from melanoma_lit.metrics.challenges import challenge_files, check_predictable, get_challenge
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
@@ -46,6 +46,7 @@ from melanoma_lit.runs.files import (
 from melanoma_lit.runs.hydra_callbacks import note_interruption
 
 log = logging.getLogger(__name__)
+CHALLENGE_DIR = "challenges"  # <challenge>_truth.csv and <challenge>_predictions.csv of the validation fold
 
 
 def build_datamodule(cfg: DictConfig) -> LesionDataModule:
@@ -160,6 +161,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
         if trainer.is_global_zero:  # under DDP every rank has every prediction; one writes them
             write_predictions(output_dir / VAL_PREDICTIONS, val, probs, classes, fold=datamodule.spec.fold)
+            for name in datamodule.spec.challenges:  # what the official scorer reads, to check the logged value
+                files = challenge_files(name, val["image_id"], probs, truth, known, classes)
+                for kind, frame in zip(("truth", "predictions"), files, strict=True):
+                    write_submission(output_dir / CHALLENGE_DIR / f"{name}_{kind}.csv", frame)
             write_metrics(
                 output_dir,
                 metrics,
