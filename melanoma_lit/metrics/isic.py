@@ -43,7 +43,7 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Per-class, macro and aggregate metrics of one prediction set.
 
-    Keys: ``<metric>/<class>`` and ``<metric>_macro`` for ``PER_CLASS_METRICS``; ``balanced_accuracy``
+    Keys: ``<metric>/<class>`` and ``<metric>_macro`` for ``PER_CLASS_METRICS``; ``decided_balanced_accuracy``
     (argmax over the fully decided rows: every class known and exactly one positive, so multi-label and
     unknown-diagnosis rows do not count); with MEL in ``classes`` ``mel_auc`` and ``mel_sens_at_90_spec``;
     with a malignant class in ``classes`` ``malignant_auc``, see ``_malignant_auc``; and each of ``challenges``'
@@ -65,7 +65,7 @@ def compute_metrics(
     }
     result.update({f"{name}_macro": _nanmean(per_class[name]) for name in PER_CLASS_METRICS})
     matrix, true_counts = _confusion(p, t, k)
-    result["balanced_accuracy"] = _nanmean(np.diag(matrix)[true_counts > 0] / true_counts[true_counts > 0])
+    result["decided_balanced_accuracy"] = _nanmean(np.diag(matrix)[true_counts > 0] / true_counts[true_counts > 0])
     if "MEL" in classes:
         mel = list(classes).index("MEL")
         rows = k[:, mel]
