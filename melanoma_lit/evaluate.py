@@ -79,7 +79,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     probs = predictions.probs[:, order]
     truth, known = targets(table, classes), known_mask(table, classes)
-    metrics = {f"{prefix}/{k}": v for k, v in compute_metrics(probs, truth, known, classes).items()}
+    values = compute_metrics(probs, truth, known, classes, challenges=spec.challenges)
+    metrics = {f"{prefix}/{key}": value for key, value in values.items()}
 
     csv = write_submission(output_dir / "predictions.csv", submission_table(table["image_id"], probs, classes, fmt))
     plot_roc_curves(probs, truth, known, classes, output_dir / "roc.png")

@@ -26,7 +26,8 @@ from melanoma_lit.data.datamodule import LesionDataModule
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.inference.predictions import predict_table, write_predictions
+from melanoma_lit.inference.predictions import predict_table, write_predictions, write_submission
+from melanoma_lit.metrics.challenges import challenge_files, check_predictable, get_challenge
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
@@ -45,6 +46,7 @@ from melanoma_lit.runs.files import (
 from melanoma_lit.runs.hydra_callbacks import note_interruption
 
 log = logging.getLogger(__name__)
+CHALLENGE_DIR = "challenges"  # <challenge>_truth.csv and <challenge>_predictions.csv of the validation fold
 
 
 def build_datamodule(cfg: DictConfig) -> LesionDataModule:
@@ -65,6 +67,8 @@ def build_datamodule(cfg: DictConfig) -> LesionDataModule:
 
 def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    for name in datamodule.spec.challenges:  # before training, not at the first validation
+        check_predictable(get_challenge(name), datamodule.classes)
     model = LesionClassifier(
         classes=datamodule.classes,
         backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
@@ -77,6 +81,7 @@ def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifi
         monitor_mode=cfg.monitor_mode,
         channels_last=model_cfg["channels_last"],
         tta=model_cfg["tta"],
+        challenges=datamodule.spec.challenges,
     )
     if model_cfg.get("compile"):
         model.net.compile()  # in place: checkpoints keep the plain parameter names
@@ -151,10 +156,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         probs, rows = predict_table(trainer, model, datamodule.val_dataloader(), best or None)
         val = datamodule.splits.val.iloc[rows]
         classes = datamodule.classes
-        metrics = compute_metrics(probs, targets(val, classes), known_mask(val, classes), classes)
+        truth, known = targets(val, classes), known_mask(val, classes)
+        metrics = compute_metrics(probs, truth, known, classes, challenges=datamodule.spec.challenges)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
         if trainer.is_global_zero:  # under DDP every rank has every prediction; one writes them
             write_predictions(output_dir / VAL_PREDICTIONS, val, probs, classes, fold=datamodule.spec.fold)
+            for name in datamodule.spec.challenges:  # what the official scorer reads, to check the logged value
+                files = challenge_files(name, val["image_id"], probs, truth, known, classes)
+                for kind, frame in zip(("truth", "predictions"), files, strict=True):
+                    write_submission(output_dir / CHALLENGE_DIR / f"{name}_{kind}.csv", frame)
             write_metrics(
                 output_dir,
                 metrics,

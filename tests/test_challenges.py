@@ -137,3 +137,38 @@ def test_a_challenge_the_outputs_cannot_make_up_is_refused_with_the_classes_to_a
     with pytest.raises(ConfigError, match=r"need \['AKIEC'\].*add \['AKIEC'\] to data.classes"):
         check_predictable(CHALLENGES["isic2018_task3"], ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"])
     check_predictable(CHALLENGES["isic2017_part3"], ["MEL", "NV", "BKL"])  # SK from its parent's probability
+
+
+@pytest.mark.slow  # ~3 min on 2 CPU cores: two short epochs over the real ISIC 2018 images at 32 px
+def test_the_task3_recipe_predicts_akiec_and_monitors_the_scorers_value(
+    compose_train, shared_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """experiment=isic2018_task3 on the shared images: AKIEC is a class it predicts (recall > 0 on the validation
+    fold), and the metric it monitors is what isic-challenge-scoring computes from the files the run wrote."""
+    from melanoma_lit.train import CHALLENGE_DIR, train
+
+    run = tmp_path / "run"
+    cfg = compose_train(
+        "experiment=isic2018_task3",
+        f"paths.data_dir={shared_data}",
+        "backbone=resnet18",
+        "backbone.pretrained=false",
+        "optimizer.layer_decay=1.0",
+        "data.input_size=32",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=40",
+        "callbacks.early_stopping=null",
+        "data.num_workers=1",
+        f"paths.output_dir={run}",
+        f"paths.cache_dir={cache_dir}",
+    )
+    assert cfg.monitor == "val/isic2018_task3/balanced_multiclass_accuracy"
+    metrics = train(cfg)
+    truth_file = run / CHALLENGE_DIR / "isic2018_task3_truth.csv"
+    predictions_file = run / CHALLENGE_DIR / "isic2018_task3_predictions.csv"
+    official = ClassificationScore.from_file(truth_file, predictions_file, ClassificationMetric.BALANCED_ACCURACY)
+    assert abs(metrics[cfg.monitor] - official.overall) <= HEADLINE_TOLERANCE
+    assert metrics["val/isic2018_task3/scored_images"] == len(pd.read_csv(truth_file)) == 2_004
+    assert official.per_category.loc["AKIEC", "sensitivity"] > 0

@@ -98,11 +98,11 @@ def test_parity_with_isic_challenge_scoring(rounded: bool) -> None:
 
     # Balanced accuracy leaves the UNK (undecided) rows out: the scorer on the decided rows, 2018 layout.
     decided_score = isic_score(probs[~unk], targets[~unk], with_unk=False)
-    assert ours["balanced_accuracy"] == pytest.approx(
+    assert ours["decided_balanced_accuracy"] == pytest.approx(
         decided_score.aggregate["balanced_accuracy"], abs=PARITY_TOLERANCE
     )
     # Same value from the 2019 scorer: its UNK recall is 0 (never predicted), averaged in as a ninth class.
-    assert ours["balanced_accuracy"] * 8 / 9 == pytest.approx(
+    assert ours["decided_balanced_accuracy"] * 8 / 9 == pytest.approx(
         score.aggregate["balanced_accuracy"], abs=PARITY_TOLERANCE
     )
 
@@ -132,7 +132,7 @@ def test_unknown_entries_do_not_change_results() -> None:
 
     decided = known.all(axis=1)
     full_rows = compute_metrics(probs[decided], targets[decided], known[decided], ISIC_CLASSES)
-    assert result["balanced_accuracy"] == full_rows["balanced_accuracy"]
+    assert result["decided_balanced_accuracy"] == full_rows["decided_balanced_accuracy"]
 
 
 def test_undecided_rows_leave_balanced_accuracy_and_confusion_matrix_unchanged() -> None:
@@ -151,7 +151,7 @@ def test_undecided_rows_leave_balanced_accuracy_and_confusion_matrix_unchanged()
     grown = compute_metrics(
         np.r_[probs, extra_probs], np.r_[targets, extra_targets], np.r_[known, extra_known], ISIC_CLASSES
     )
-    assert grown["balanced_accuracy"] == base["balanced_accuracy"]
+    assert grown["decided_balanced_accuracy"] == base["decided_balanced_accuracy"]
     np.testing.assert_array_equal(
         confusion_matrix(np.r_[probs, extra_probs], np.r_[targets, extra_targets], np.r_[known, extra_known]),
         confusion_matrix(probs, targets, known),
@@ -174,7 +174,7 @@ def test_confusion_matrix_and_balanced_accuracy_by_hand() -> None:
     expected = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]])
     np.testing.assert_array_equal(confusion_matrix(probs, targets, np.ones_like(targets)), expected)
     result = compute_metrics(probs, targets, np.ones_like(targets), classes)
-    assert result["balanced_accuracy"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert result["decided_balanced_accuracy"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
 
 
 def test_single_valued_classes_give_nan_and_macro_means_skip_them() -> None:
@@ -195,7 +195,7 @@ def test_single_valued_classes_give_nan_and_macro_means_skip_them() -> None:
         assert math.isnan(result[f"{name}/DF"]), name
         defined = [result[f"{name}/{cls}"] for cls in ISIC_CLASSES if not math.isnan(result[f"{name}/{cls}"])]
         assert result[f"{name}_macro"] == pytest.approx(sum(defined) / len(defined))
-    assert math.isnan(result["balanced_accuracy"]), "DF is never known, so no row is fully decided"
+    assert math.isnan(result["decided_balanced_accuracy"]), "DF is never known, so no row is fully decided"
 
 
 def test_threshold_moves_the_operating_point() -> None:

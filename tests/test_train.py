@@ -79,7 +79,7 @@ def test_a_list_of_folds_cross_validates_inside_one_job(compose_train, tmp_path)
     assert [summary["fold"] for summary in folds.values()] == [0, 2]
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["fold"] == [0, 2] and set(summary["per_fold"]) == {"0", "2"}
-    for key in ("val/auc_macro", "val/balanced_accuracy"):
+    for key in ("val/auc_macro", "val/decided_balanced_accuracy"):
         values = [folds[k]["metrics"][key] for k in (0, 2)]
         assert mean[key] == pytest.approx(sum(values) / 2) and summary["metrics"][key] == pytest.approx(mean[key])
         assert summary["std"][key] == pytest.approx(abs(values[0] - values[1]) / 2)

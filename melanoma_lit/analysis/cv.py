@@ -17,7 +17,7 @@ from melanoma_lit.analysis.predictions import VAL_PREDICTIONS
 SUMMARY_METRICS: dict[str, str] = {
     "auc_macro": "macro AUC",
     "mel_auc": "melanoma AUC",
-    "balanced_accuracy": "balanced accuracy",
+    "decided_balanced_accuracy": "balanced accuracy (decided rows)",
     "precision_macro": "precision (macro)",
     "recall_macro": "recall (macro)",
 }

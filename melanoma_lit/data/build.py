@@ -56,6 +56,7 @@ class DataSpec:
     cache_dir: str = ".cache/melanoma_lit"
     synthetic: SyntheticSpec | None = None
     lesion_metadata: list[str] = field(default_factory=list)
+    challenges: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # checked before any data is read, so a typo in a sweep fails at once

@@ -18,7 +18,7 @@ import sklearn.metrics
 from melanoma_lit.data.table import infer_labels, known_column, normalise_table
 from melanoma_lit.data.taxonomy import ISIC_CLASSES, SUBTYPE_CLASSES, UNION_CLASSES, label_space
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.metrics.isic import ArrayLike, both_labels, check_inputs, confusion_counts
+from melanoma_lit.metrics.arrays import ArrayLike, both_labels, check_inputs, confusion_counts
 
 BALANCED_MULTICLASS_ACCURACY = "balanced_multiclass_accuracy"
 MEAN_AUC = "mean_auc"
@@ -141,3 +141,21 @@ def challenge_scores(
         return {f"{name}/{AUC}": aucs[challenge.columns[0]], f"{name}/scored_images": scored}
     result = {f"{name}/{column}_auc": value for column, value in aucs.items()}
     return {**result, f"{name}/{MEAN_AUC}": float(np.mean(list(aucs.values()))), f"{name}/scored_images": scored}
+
+
+def challenge_files(
+    name: str, image_ids: Sequence[str], probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A ground-truth table and a submission in the challenge's layout, over the images ``challenge_scores``
+    scores, so ``isic-challenge-scoring classification <truth> <submission>`` recomputes the logged value."""
+    challenge = get_challenge(name)
+    p = challenge_probabilities(challenge, probs, classes)
+    t, k = challenge_truth(challenge, targets, known, classes)
+    scored = k.all(axis=1)
+    if challenge.headline == BALANCED_MULTICLASS_ACCURACY:
+        scored &= t.sum(axis=1) == 1
+    columns = [*challenge.columns, *challenge.unpredicted]
+    ids = np.asarray(image_ids, dtype=str)[scored]
+    truth = pd.DataFrame(t[scored].astype(float), columns=columns).assign(image=ids)[["image", *columns]]
+    submission = pd.DataFrame(p[scored], columns=columns).assign(image=ids)[["image", *columns]]
+    return truth, submission

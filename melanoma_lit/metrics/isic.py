@@ -24,9 +24,9 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from melanoma_lit.data.taxonomy import MALIGNANT
-from melanoma_lit.errors import ConfigError, MelanomaLitError
-
-ArrayLike = np.ndarray | Tensor
+from melanoma_lit.errors import ConfigError
+from melanoma_lit.metrics.arrays import ArrayLike, both_labels, check_inputs, check_shapes, confusion_counts
+from melanoma_lit.metrics.challenges import challenge_scores
 
 PER_CLASS_METRICS: tuple[str, ...] = ("auc", "ap", "auc_sens80", "precision", "recall", "specificity", "f1")
 MEL_SPECIFICITY = 0.9
@@ -39,13 +39,15 @@ def compute_metrics(
     known: ArrayLike,
     classes: Sequence[str],
     threshold: float = 0.5,
+    challenges: Sequence[str] = (),
 ) -> dict[str, float]:
     """Per-class, macro and aggregate metrics of one prediction set.
 
-    Keys: ``<metric>/<class>`` and ``<metric>_macro`` for ``PER_CLASS_METRICS``; ``balanced_accuracy``
+    Keys: ``<metric>/<class>`` and ``<metric>_macro`` for ``PER_CLASS_METRICS``; ``decided_balanced_accuracy``
     (argmax over the fully decided rows: every class known and exactly one positive, so multi-label and
     unknown-diagnosis rows do not count); with MEL in ``classes`` ``mel_auc`` and ``mel_sens_at_90_spec``;
-    with a malignant class in ``classes`` ``malignant_auc``, see ``_malignant_auc``.
+    with a malignant class in ``classes`` ``malignant_auc``, see ``_malignant_auc``; and each of ``challenges``'
+    official metrics, ``<challenge>/<metric>`` (see metrics.challenges).
     """
     p, t, k = check_inputs(probs, targets, known, classes)
     predicted = p > threshold
@@ -63,7 +65,7 @@ def compute_metrics(
     }
     result.update({f"{name}_macro": _nanmean(per_class[name]) for name in PER_CLASS_METRICS})
     matrix, true_counts = _confusion(p, t, k)
-    result["balanced_accuracy"] = _nanmean(np.diag(matrix)[true_counts > 0] / true_counts[true_counts > 0])
+    result["decided_balanced_accuracy"] = _nanmean(np.diag(matrix)[true_counts > 0] / true_counts[true_counts > 0])
     if "MEL" in classes:
         mel = list(classes).index("MEL")
         rows = k[:, mel]
@@ -72,6 +74,8 @@ def compute_metrics(
     malignant = [column for column, cls in enumerate(classes) if cls in MALIGNANT]
     if malignant:
         result["malignant_auc"] = _malignant_auc(p[:, malignant], t[:, malignant], k[:, malignant])
+    for challenge in challenges:
+        result.update(challenge_scores(challenge, p, t, k, classes))
     return result
 
 
@@ -91,67 +95,36 @@ class LesionMetrics(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, classes: Sequence[str], threshold: float = 0.5, **kwargs: object) -> None:
+    def __init__(
+        self, classes: Sequence[str], threshold: float = 0.5, challenges: Sequence[str] = (), **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)
         if not classes:
             raise ConfigError("LesionMetrics needs at least one class name; pass the model's class list.")
         self.classes = tuple(classes)
         self.threshold = threshold
+        self.challenges = tuple(challenges)
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("targets", default=[], dist_reduce_fx="cat")
         self.add_state("known", default=[], dist_reduce_fx="cat")
 
     def update(self, probs: Tensor, targets: Tensor, known: Tensor) -> None:
         """Stores the batch on its device; shape checks only, so no host sync."""
-        _check_shapes(tuple(probs.shape), tuple(targets.shape), tuple(known.shape), len(self.classes))
+        check_shapes(tuple(probs.shape), tuple(targets.shape), tuple(known.shape), len(self.classes))
         self.probs.append(probs.detach().float())
         self.targets.append(targets.detach().float())
         self.known.append(known.detach().float())
 
     def compute(self) -> dict[str, Tensor]:
         values = compute_metrics(
-            dim_zero_cat(self.probs), dim_zero_cat(self.targets), dim_zero_cat(self.known), self.classes, self.threshold
+            dim_zero_cat(self.probs),
+            dim_zero_cat(self.targets),
+            dim_zero_cat(self.known),
+            self.classes,
+            self.threshold,
+            self.challenges,
         )
         return {name: torch.tensor(value, dtype=torch.float32, device=self.device) for name, value in values.items()}
-
-
-def _check_shapes(
-    probs: tuple[int, ...], targets: tuple[int, ...], known: tuple[int, ...], n_classes: int | None
-) -> None:
-    if len(probs) != 2 or targets != probs or known != probs:
-        raise ConfigError(
-            f"metrics need probs, targets and known of one shape [N, K]; got {probs}, {targets}, {known}. "
-            "Pass the per-class sigmoid probabilities with the matching target and known-mask rows."
-        )
-    if n_classes is not None and probs[1] != n_classes:
-        raise ConfigError(
-            f"predictions have {probs[1]} columns but {n_classes} class names were given; "
-            "make the model's number of outputs match the configured class list."
-        )
-
-
-def check_inputs(
-    probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 probabilities (as the scorer reads them), boolean targets and known mask."""
-    p, t, k = (_to_numpy(values) for values in (probs, targets, known))
-    _check_shapes(p.shape, t.shape, k.shape, None if classes is None else len(classes))
-    if not np.isfinite(p).all():
-        raise MelanomaLitError(
-            f"{int((~np.isfinite(p)).sum())} predicted probabilities are NaN or infinite: the model diverged; "
-            "lower the learning rate, enable gradient clipping or use full precision."
-        )
-    return p, t > 0.5, k > 0.5
-
-
-def _to_numpy(values: ArrayLike) -> np.ndarray:
-    if isinstance(values, Tensor):
-        return values.detach().to(device="cpu", dtype=torch.float64).numpy()
-    return np.asarray(values, dtype=np.float64)
-
-
-def both_labels(truth: np.ndarray) -> bool:
-    return bool(truth.any()) and not bool(truth.all())
 
 
 def _rank_metrics(truth: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -206,17 +179,6 @@ def _confusion(p: np.ndarray, t: np.ndarray, k: np.ndarray) -> tuple[np.ndarray,
     """Matrix over fully decided rows and each class's number of such rows (tied rows included)."""
     decided = k.all(axis=1) & (t.sum(axis=1) == 1)
     return confusion_counts(p[decided], t[decided])
-
-
-def confusion_counts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts ``[true, argmax]`` of rows with exactly one true class, a tied argmax in no column (the scorer's
-    "undecided" prediction), and each class's number of rows."""
-    n_classes = scores.shape[1]
-    true = truth.argmax(axis=1)
-    tied = (scores == scores.max(axis=1, keepdims=True)).sum(axis=1) > 1 if len(scores) else np.zeros(0, dtype=bool)
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (true[~tied], scores[~tied].argmax(axis=1)), 1)
-    return matrix, np.bincount(true, minlength=n_classes)
 
 
 def _malignant_auc(p: np.ndarray, t: np.ndarray, k: np.ndarray) -> float:

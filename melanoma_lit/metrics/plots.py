@@ -14,7 +14,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import ConfigError
-from melanoma_lit.metrics.isic import ArrayLike, both_labels, check_inputs
+from melanoma_lit.metrics.arrays import ArrayLike, both_labels, check_inputs
 
 
 def plot_roc_curves(

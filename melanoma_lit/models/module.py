@@ -37,6 +37,7 @@ class LesionClassifier(pl.LightningModule):
         monitor_mode: str = "max",
         channels_last: bool = True,
         tta: int = 1,
+        challenges: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -49,7 +50,7 @@ class LesionClassifier(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(preprocessing["mean"]).view(1, 3, 1, 1) * scale, persistent=False)
         self.register_buffer("std", torch.tensor(preprocessing["std"]).view(1, 3, 1, 1) * scale, persistent=False)
         self.criterion = MaskedBCEWithLogits(**loss)
-        self.val_metrics = LesionMetrics(self.classes)
+        self.val_metrics = LesionMetrics(self.classes, challenges=challenges)
         self.tta = tta
 
     @classmethod
