@@ -28,6 +28,7 @@ from omegaconf import open_dict
 from pytorch_lightning.loggers import CSVLogger
 
 from melanoma_lit.callbacks.resilience import keep_csv_history
+from melanoma_lit.callbacks.throughput import ELAPSED_SECONDS
 from melanoma_lit.data.sampling import EpochSampler
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.runs.files import METRICS_FILE, finished_metrics, resolve_resume
@@ -92,7 +93,8 @@ def _command(run_dir: Path, cache_dir: Path) -> list[str]:
 
 
 def _history(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "csv" / "metrics.csv")
+    """csv/metrics.csv without the wall-clock column, the one value a resumed run cannot repeat."""
+    return pd.read_csv(run_dir / "csv" / "metrics.csv").drop(columns=ELAPSED_SECONDS)
 
 
 def _epochs_ended(run_dir: Path) -> list[int]:
@@ -183,6 +185,8 @@ def test_a_run_stopped_mid_epoch_resumes_and_ends_exactly_as_the_uninterrupted_r
     assert finished_metrics(run) == pytest.approx(metrics, nan_ok=True)
     _same_metrics(metrics, reference)
     pd.testing.assert_frame_equal(_history(run), _history(uninterrupted), rtol=0, atol=1e-6)
+    elapsed = pd.read_csv(run / "csv" / "metrics.csv")[ELAPSED_SECONDS].dropna()  # the clock goes on from the save
+    assert len(elapsed) == EPOCHS and elapsed.is_monotonic_increasing and elapsed.iloc[0] > 0
     assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
 
 

@@ -25,7 +25,7 @@ import pytest
 from melanoma_lit.runs.files import METRICS_FILE, VAL_PREDICTIONS
 from melanoma_lit.runs.hydra_callbacks import JOB_RECORD
 from tests.conftest import REPO_ROOT
-from tests.test_resilience import _epochs_ended, _wait_for
+from tests.test_resilience import _epochs_ended, _history, _wait_for
 from tests.test_sweep import TINY, job_records, run_train
 
 pytestmark = pytest.mark.slurm
@@ -211,7 +211,7 @@ def test_a_requeued_job_resumes_in_its_folder_and_ends_as_the_uninterrupted_one(
     assert metrics.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
         assert metrics[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
-    history, expected = (pd.read_csv(path / "csv" / "metrics.csv") for path in (run, reference))
+    history, expected = (_history(path) for path in (run, reference))
     pd.testing.assert_frame_equal(history, expected, rtol=0, atol=1e-6)
 
 
@@ -251,7 +251,7 @@ def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_ends_as_the_uninter
     metrics = json.loads((run / METRICS_FILE).read_text())["metrics"]
     for key, value in json.loads((reference / METRICS_FILE).read_text())["metrics"].items():
         assert metrics[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
-    history, expected = (pd.read_csv(path / "csv" / "metrics.csv") for path in (run, reference))
+    history, expected = (_history(path) for path in (run, reference))
     pd.testing.assert_frame_equal(history, expected, rtol=0, atol=1e-6)
 
 

@@ -89,3 +89,31 @@ class ThroughputTimer(pl.Callback):
         self.window.tick(len(batch["image"]))  # a shape, not a value: no device sync
 
     on_train_batch_end = on_validation_batch_end = on_predict_batch_end = _tick
+
+
+ELAPSED_SECONDS = "time/elapsed_seconds"  # the logged key: wall clock, so it is the one metric a resume cannot repeat
+
+
+class ElapsedTime(pl.Callback):
+    """Logs the training wall time so far at each validation epoch end: metric-vs-time (time-to-accuracy) curves
+    from any run's logs. A resumed run adds the time its checkpoint had already spent."""
+
+    def __init__(self) -> None:
+        self._spent_before = 0.0
+        self._started: float | None = None
+
+    def _seconds(self) -> float:
+        return self._spent_before + (time.perf_counter() - self._started if self._started is not None else 0.0)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            pl_module.log(ELAPSED_SECONDS, self._seconds(), on_epoch=True)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_seconds": self._seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._spent_before = state_dict["elapsed_seconds"]
