@@ -219,11 +219,16 @@ def test_submission_formats() -> None:
     np.testing.assert_array_equal(year2019[classes].to_numpy(), probs)
     generic = submission_table(ids, probs[:, :2], ["NV", "MEL"], "generic")
     assert list(generic.columns) == ["image", "NV", "MEL"] and generic["MEL"].tolist() == [0.1, 0.8]
-    with pytest.raises(ConfigError, match=r"needs probabilities for \['BKL'\]"):
+    with pytest.raises(ConfigError, match=r"needs probabilities for \['SK'\]"):
         submission_table(ids, probs[:, :2], ["MEL", "NV"], "isic2017")
+    own_sk = submission_table(ids, np.column_stack([probs[:, :2], [0.25, 0.5]]), ["MEL", "NV", "SK"], "isic2017")
+    assert own_sk["seborrheic_keratosis"].tolist() == [0.25, 0.5]  # a model's own SK before its parent's BKL
+    year2020 = submission_table(ids, probs[:, :1], ["MEL"], "isic2020")
+    assert list(year2020.columns) == ["image_name", "target"] and year2020["target"].tolist() == [0.9, 0.1]
     with pytest.raises(ConfigError, match="format=csv: choose one of"):
         check_format("csv", classes)
     assert default_format(classes, "isic2017") == "isic2017"
     assert default_format(classes, "isic2018") == "isic2018"
-    assert default_format(classes, None) == default_format(classes, "isic2020") == "isic2019"
+    assert default_format(classes, None) == default_format(classes, "folder") == "isic2019"
+    assert default_format(classes, "isic2020") == "isic2020"
     assert default_format(["MEL", "NV"], "isic2018") == "generic"

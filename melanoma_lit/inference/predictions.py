@@ -18,16 +18,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.images import load_rgb
-from melanoma_lit.data.taxonomy import ISIC_CLASSES
 from melanoma_lit.data.transforms import Preprocessing, eval_transform
 from melanoma_lit.errors import ConfigError, DataError
+from melanoma_lit.metrics.challenges import CHALLENGES, challenge_probabilities, missing_classes
 from melanoma_lit.models.module import LesionClassifier
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAMES: tuple[str, ...] = ("best.ckpt", "last.ckpt")  # a run's checkpoint, in order of preference
-SUBMISSION_FORMATS: tuple[str, ...] = ("isic2017", "isic2018", "isic2019", "generic")
-_ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+# A year's submission layout is its challenge's (metrics.challenges): the columns the official scorer reads.
+FORMAT_CHALLENGES: dict[str, str] = {
+    "isic2017": "isic2017_part3",
+    "isic2018": "isic2018_task3",
+    "isic2019": "isic2019_task1",
+    "isic2020": "isic2020",
+}
+SUBMISSION_FORMATS: tuple[str, ...] = (*FORMAT_CHALLENGES, "generic")
 
 
 def predict_table(
@@ -231,41 +237,34 @@ def _progress() -> Progress:
 
 
 def default_format(classes: Sequence[str], source: str | None = None) -> str:
-    """The official columns of the images' challenge year where the label set covers them, else generic.
+    """The official columns of the images' challenge year where the label set makes them up, else generic.
 
-    ISIC 2019's format is the default for any other image set whose label set holds every ISIC class.
+    ISIC 2019's format is the default for any other image set whose label set makes up the 2019 classes.
     """
-    covers_isic = set(ISIC_CLASSES) <= set(classes)
-    if source == "isic2017" and {"MEL", "BKL"} <= set(classes):
-        return "isic2017"
-    if source == "isic2018" and not _missing_for("isic2018", classes):
-        return "isic2018"
-    return "isic2019" if covers_isic else "generic"
+    if source in FORMAT_CHALLENGES and not _missing_for(source, classes):
+        return source
+    return "generic" if _missing_for("isic2019", classes) else "isic2019"
 
 
 def submission_table(
     image_ids: Sequence[str] | pd.Series, probs: np.ndarray, classes: Sequence[str], fmt: str
 ) -> pd.DataFrame:
-    """One row per image in an official ISIC column layout.
+    """One row per image in an official ISIC column layout, or ``generic``: ``image`` and one column per class.
 
-    ``isic2017``: ``image_id,melanoma,seborrheic_keratosis`` (Part 3: MEL and BKL probabilities).
-    ``isic2018``: ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``; a model without an AKIEC output gives min(1, AK + SCC):
-    the probability of "AK or SCC" for mutually exclusive diagnoses, how the two 2019 classes make up 2018's one.
-    ``isic2019``: ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`` with UNK 0 (the model has no "none of these").
-    ``generic``: ``image`` and one column per class, in the given order.
+    ``isic2017``: ``image_id,melanoma,seborrheic_keratosis`` (Part 3; seborrheic keratosis from SK, else from its
+    parent BKL). ``isic2018``: ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``; a model without an AKIEC output gives
+    min(1, AK + SCC): the probability of "AK or SCC" for exclusive diagnoses. ``isic2019``:
+    ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`` with UNK 0 (the model has no "none of these"). ``isic2020``:
+    ``image_name,target`` (melanoma). See ``metrics.challenges.challenge_probabilities``.
     """
     check_format(fmt, classes)
-    column = {cls: np.asarray(probs[:, index], dtype=np.float64) for index, cls in enumerate(classes)}
     ids = np.asarray(image_ids, dtype=str)
-    if fmt == "isic2017":
-        return pd.DataFrame({"image_id": ids, "melanoma": column["MEL"], "seborrheic_keratosis": column["BKL"]})
-    if fmt == "isic2018":
-        if "AKIEC" not in column:
-            column["AKIEC"] = np.minimum(1.0, column["AK"] + column["SCC"])
-        return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in _ISIC2018_COLUMNS}})
-    if fmt == "isic2019":
-        return pd.DataFrame({"image": ids, **{cls: column[cls] for cls in ISIC_CLASSES}, "UNK": 0.0})
-    return pd.DataFrame({"image": ids, **column})
+    if fmt == "generic":
+        return pd.DataFrame({"image": ids, **{cls: np.asarray(probs[:, i], float) for i, cls in enumerate(classes)}})
+    challenge = CHALLENGES[FORMAT_CHALLENGES[fmt]]
+    columns = [*challenge.columns, *challenge.unpredicted]
+    frame = pd.DataFrame(challenge_probabilities(challenge, probs, classes), columns=columns)
+    return frame.assign(**{challenge.id_column: ids})[[challenge.id_column, *columns]]
 
 
 def check_format(fmt: str, classes: Sequence[str]) -> None:
@@ -276,17 +275,14 @@ def check_format(fmt: str, classes: Sequence[str]) -> None:
     if missing:
         raise ConfigError(
             f"format={fmt} needs probabilities for {missing}, which the model does not predict "
-            f"(its classes: {list(classes)}); use format=generic."
+            f"(its classes: {list(classes)}; a union such as AKIEC may come from all its parts, a subtype such as "
+            "SK from its parent); use format=generic."
         )
 
 
 def _missing_for(fmt: str, classes: Sequence[str]) -> list[str]:
-    """The classes ``fmt``'s columns need that ``classes`` lacks (2018's AKIEC: itself, or both AK and SCC)."""
-    if fmt == "isic2018":
-        akiec = [] if "AKIEC" in classes else [cls for cls in ("AK", "SCC") if cls not in classes]
-        return [cls for cls in _ISIC2018_COLUMNS if cls != "AKIEC" and cls not in classes] + akiec
-    required = {"isic2017": ("MEL", "BKL"), "isic2019": ISIC_CLASSES}.get(fmt, ())
-    return [cls for cls in required if cls not in classes]
+    """The classes ``fmt``'s columns need that ``classes`` cannot make up."""
+    return missing_classes(CHALLENGES[FORMAT_CHALLENGES[fmt]], classes) if fmt in FORMAT_CHALLENGES else []
 
 
 def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:

@@ -28,21 +28,25 @@ AUC = "auc"
 @dataclass(frozen=True)
 class Challenge:
     """One challenge's submission columns (official names, official order), the class each one is, and the
-    metric it ranked by; ``unpredicted`` columns (ISIC 2019's UNK) are submitted as 0."""
+    metric it ranked by; ``unpredicted`` columns (ISIC 2019's UNK) are submitted as 0. ``id_column`` names the
+    image column of the official submission layout (the scorer itself reads ``image``)."""
 
     name: str
     columns: tuple[str, ...]
     classes: tuple[str, ...]
     headline: str
     unpredicted: tuple[str, ...] = ()
+    id_column: str = "image"
 
 
 _TASK3 = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 CHALLENGES: dict[str, Challenge] = {
-    "isic2017_part3": Challenge("isic2017_part3", ("melanoma", "seborrheic_keratosis"), ("MEL", "SK"), MEAN_AUC),
+    "isic2017_part3": Challenge(
+        "isic2017_part3", ("melanoma", "seborrheic_keratosis"), ("MEL", "SK"), MEAN_AUC, id_column="image_id"
+    ),
     "isic2018_task3": Challenge("isic2018_task3", _TASK3, _TASK3, BALANCED_MULTICLASS_ACCURACY),
     "isic2019_task1": Challenge("isic2019_task1", ISIC_CLASSES, ISIC_CLASSES, BALANCED_MULTICLASS_ACCURACY, ("UNK",)),
-    "isic2020": Challenge("isic2020", ("target",), ("MEL",), AUC),
+    "isic2020": Challenge("isic2020", ("target",), ("MEL",), AUC, id_column="image_name"),
 }
 
 
@@ -54,13 +58,18 @@ def get_challenge(name: str) -> Challenge:
 
 def check_predictable(challenge: Challenge, classes: Sequence[str]) -> None:
     """Fail before training when the model's outputs cannot make up the challenge's columns."""
-    missing = [cls for cls in challenge.classes if not _derivable(cls, classes)]
+    missing = missing_classes(challenge, classes)
     if missing:
         raise ConfigError(
             f"data.challenges has {challenge.name}, whose columns need {missing}, but the model predicts "
             f"{list(classes)}: add {missing} to data.classes (a union such as AKIEC may instead come from all of "
             "its parts, a subtype such as SK from its parent), or drop the challenge."
         )
+
+
+def missing_classes(challenge: Challenge, classes: Sequence[str]) -> list[str]:
+    """The challenge's classes that neither ``classes`` nor the taxonomy's relations among them give."""
+    return [cls for cls in challenge.classes if not _derivable(cls, classes)]
 
 
 def _derivable(cls: str, classes: Sequence[str]) -> bool:
