@@ -172,3 +172,39 @@ def test_the_task3_recipe_predicts_akiec_and_monitors_the_scorers_value(
     assert abs(metrics[cfg.monitor] - official.overall) <= HEADLINE_TOLERANCE
     assert metrics["val/isic2018_task3/scored_images"] == len(pd.read_csv(truth_file)) == 2_004
     assert official.per_category.loc["AKIEC", "sensitivity"] > 0
+
+
+def test_the_merged_recipe_monitors_isic2019s_headline_as_the_scorer_computes_it(
+    compose_train, shared_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """experiment=isic2019_task1 on the merged shared data (2019-only images absent): a short real run whose
+    monitored value is what the 2019 scorer computes from the truth and predictions files the run wrote."""
+    from melanoma_lit.train import CHALLENGE_DIR, train
+
+    run = tmp_path / "run"
+    cfg = compose_train(
+        "experiment=isic2019_task1",
+        f"paths.data_dir={shared_data}",
+        "data.allow_missing=true",
+        "debug=limit",
+        "trainer.limit_val_batches=24",
+        "backbone=resnet18",
+        "backbone.pretrained=false",
+        "optimizer.layer_decay=1.0",
+        "data.input_size=32",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "data.num_workers=0",
+        f"paths.output_dir={run}",
+        f"paths.cache_dir={cache_dir}",
+    )
+    assert (cfg.data.name, list(cfg.data.challenges)) == ("isic_merged", ["isic2019_task1"])  # debug names the task
+    assert cfg.monitor == "val/isic2019_task1/balanced_multiclass_accuracy"
+    metrics = train(cfg)
+    truth, predictions = (
+        pd.read_csv(run / CHALLENGE_DIR / f"isic2019_task1_{kind}.csv") for kind in ("truth", "predictions")
+    )
+    assert list(predictions.columns) == ["image", *CHALLENGES["isic2019_task1"].columns, "UNK"]
+    assert metrics["val/isic2019_task1/scored_images"] == len(truth) == len(pd.read_csv(run / "val_predictions.csv"))
+    official = official_score("isic2019_task1", truth, predictions, tmp_path)
+    assert abs(metrics[cfg.monitor] - official) <= HEADLINE_TOLERANCE

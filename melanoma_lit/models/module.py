@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from melanoma_lit.models.head import LesionHead, LesionNet
 from melanoma_lit.models.losses import MaskedBCEWithLogits
 from melanoma_lit.models.optim import build_optimizer, build_scheduler
 from melanoma_lit.models.tta import tta_probabilities
+
+log = logging.getLogger(__name__)
 
 
 class LesionClassifier(pl.LightningModule):
@@ -136,7 +139,15 @@ class LesionClassifier(pl.LightningModule):
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs))
-        warmup_steps = int(schedule.pop("warmup_epochs", 0) * steps_per_epoch)
+        warmup_epochs = schedule.pop("warmup_epochs", 0)
+        warmup_steps = int(warmup_epochs * steps_per_epoch)
+        if warmup_steps >= total_steps:  # a short run (debug presets, max_epochs=1) of a recipe with a warm-up
+            log.warning(
+                "scheduler.warmup_epochs=%s covers the whole run (%d steps): warming up over its first half instead",
+                warmup_epochs,
+                total_steps,
+            )
+            warmup_steps = total_steps // 2
         scheduler = build_scheduler(
             optimizer,
             name,
