@@ -434,6 +434,72 @@ def test_ctrl_c_in_training_saves_and_says_how_to_resume(tmp_path: Path, cache_d
     assert [p for p in run.rglob("*") if p.name.endswith((".tmp", ".partial"))] == []
 
 
+def test_ctrl_c_in_prepare_stops_its_worker_processes_quietly_and_the_rerun_finishes(tmp_path: Path) -> None:
+    """Ctrl-C at the terminal reaches the whole process group, prepare's decoding workers included: exit 130, one
+    paragraph (no worker traceback), only whole images in the cache, no temporary file, and the same command run
+    again writes just the rest."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from PIL import Image
+
+    from melanoma_lit.data.cache import TEMP_SUFFIX
+    from tests.conftest import REPO_ROOT
+
+    images = tmp_path / "folder" / "Train" / "melanoma"
+    images.mkdir(parents=True)
+    for index in range(300):
+        Image.new("RGB", (480, 360), (index % 256, 90, 120)).save(images / f"img_{index:03d}.jpg", quality=90)
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "melanoma_lit.prepare",
+        "data=folder",
+        f"data.root={tmp_path / 'folder'}",
+        "backbone.pretrained=false",
+        "prepare.side=300",
+        "prepare.workers=2",
+        f"paths.cache_dir={cache}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [*command, f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, which the terminal's Ctrl-C signals as a whole
+    )
+    output = cache / "resized" / "s300" / "folder"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if output.is_dir() and sum(1 for path in output.iterdir() if path.suffix == ".jpg") >= 10:
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    finished = sorted(path for path in output.iterdir() if path.suffix == ".jpg")
+    assert len(finished) >= 10, "the run was not caught half-way"
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err and err.count("Error: interrupted (Ctrl-C)") == 1, err[-3000:]
+    assert list(output.glob(f"*{TEMP_SUFFIX}")) == []
+    for path in finished:
+        with Image.open(path) as image:
+            image.load()
+
+    again = subprocess.run(
+        [*command, f"hydra.run.dir={tmp_path / 'again'}"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((tmp_path / "again" / "prepare.json").read_text())
+    assert (summary["skipped"], summary["written"]) == (len(finished), summary["total"] - len(finished)), summary
+    assert sum(1 for path in output.iterdir() if path.suffix == ".jpg") == summary["total"]
+
+
 def test_ctrl_c_in_any_command_exits_130_with_one_paragraph(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
