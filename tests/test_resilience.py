@@ -29,10 +29,11 @@ from pytorch_lightning.loggers import CSVLogger
 
 from melanoma_lit.callbacks.resilience import keep_csv_history
 from melanoma_lit.callbacks.throughput import ELAPSED_SECONDS
+from melanoma_lit.data.locks import OWNER_SUFFIX
 from melanoma_lit.data.sampling import EpochSampler
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.runs.files import METRICS_FILE, finished_metrics, resolve_resume
-from melanoma_lit.runs.hydra_callbacks import JOB_RECORD
+from melanoma_lit.runs.hydra_callbacks import JOB_RECORD, RUN_LOCK
 from melanoma_lit.train import build_datamodule, cross_validate, train
 from tests.checkpoints import train_tiny_checkpoint
 from tests.conftest import REPO_ROOT, SMALL_SYNTHETIC
@@ -270,7 +271,8 @@ def test_kill_9_then_the_same_command_ends_exactly_as_the_uninterrupted_run(comp
     again = subprocess.run(_command(run, cache_dir), cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     changed = {name for name, digest in _snapshot(run).items() if finished.get(name) != digest}
-    assert changed == {"train.log", JOB_RECORD}  # the log is appended to; the job record keeps the earlier ones
+    # the log is appended to; the job record keeps the earlier ones; the run lock names its new holder
+    assert changed == {"train.log", JOB_RECORD, RUN_LOCK + OWNER_SUFFIX}
     earlier = record.pop("attempts")
     assert [attempt["status"] for attempt in earlier] == ["interrupted"]  # the killed start, left as it was
     assert json.loads((run / JOB_RECORD).read_text())["attempts"] == [*earlier, record]

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from isic_challenge_scoring import ClassificationMetric, ClassificationScore
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_auc_score
 
 HERE = Path(__file__).resolve().parent
@@ -107,6 +108,7 @@ def main() -> None:
             by_epoch.plot(curve["epoch"] + 1, curve["bacc"], **style)
     by_time.set(xlabel="training wall minutes (one CPU core)", ylabel="validation balanced multiclass accuracy")
     by_epoch.set(xlabel="epoch")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axis in (by_time, by_epoch):
         axis.grid(alpha=0.3)
     by_time.legend()
