@@ -134,22 +134,33 @@ def challenge_scores(
     challenge = get_challenge(name)
     p = challenge_probabilities(challenge, probs, classes)
     t, k = challenge_truth(challenge, targets, known, classes)
+    rows = _scored_rows(challenge, t, k)
     if challenge.headline == BALANCED_MULTICLASS_ACCURACY:
-        rows = k.all(axis=1) & (t.sum(axis=1) == 1)
         matrix, true_counts = confusion_counts(p[rows], t[rows])
         present = true_counts > 0
         value = float(np.mean(np.diag(matrix)[present] / true_counts[present])) if present.any() else np.nan
         return {f"{name}/{BALANCED_MULTICLASS_ACCURACY}": value, f"{name}/scored_images": float(rows.sum())}
     aucs = {}
     for index, column in enumerate(challenge.columns):
-        rows = k[:, index]
-        truth = t[rows, index]
-        aucs[column] = float(sklearn.metrics.roc_auc_score(truth, p[rows, index])) if both_labels(truth) else np.nan
-    scored = float(k[:, : len(challenge.columns)].all(axis=1).sum())
+        known_rows = k[:, index]
+        truth = t[known_rows, index]
+        aucs[column] = (
+            float(sklearn.metrics.roc_auc_score(truth, p[known_rows, index])) if both_labels(truth) else np.nan
+        )
+    scored = float(rows.sum())
     if challenge.headline == AUC:
         return {f"{name}/{AUC}": aucs[challenge.columns[0]], f"{name}/scored_images": scored}
     result = {f"{name}/{column}_auc": value for column, value in aucs.items()}
     return {**result, f"{name}/{MEAN_AUC}": float(np.mean(list(aucs.values()))), f"{name}/scored_images": scored}
+
+
+def _scored_rows(challenge: Challenge, truth: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The images a challenge's truth file would hold: every column decided, and for a multiclass challenge
+    exactly one diagnosis."""
+    rows = known.all(axis=1)
+    if challenge.headline == BALANCED_MULTICLASS_ACCURACY:
+        rows &= truth.sum(axis=1) == 1
+    return rows
 
 
 def challenge_files(
@@ -160,9 +171,7 @@ def challenge_files(
     challenge = get_challenge(name)
     p = challenge_probabilities(challenge, probs, classes)
     t, k = challenge_truth(challenge, targets, known, classes)
-    scored = k.all(axis=1)
-    if challenge.headline == BALANCED_MULTICLASS_ACCURACY:
-        scored &= t.sum(axis=1) == 1
+    scored = _scored_rows(challenge, t, k)
     columns = [*challenge.columns, *challenge.unpredicted]
     ids = np.asarray(image_ids, dtype=str)[scored]
     truth = pd.DataFrame(t[scored].astype(float), columns=columns).assign(image=ids)[["image", *columns]]
