@@ -166,11 +166,7 @@ def test_a_killed_run_leaves_only_whole_files_and_the_rerun_finishes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
     output = cache / "resized" / "s300" / "many"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if output.is_dir() and sum(1 for p in output.iterdir() if p.suffix == ".jpg") >= 10:
-            break
-        time.sleep(0.01)
+    wait_for_cached_images(process, output, 10, timeout=120)
     os.killpg(process.pid, signal.SIGKILL)  # the whole job, pool workers included, as a scheduler would
     process.wait()
     _wait_until_gone(process.pid)
@@ -183,6 +179,15 @@ def test_a_killed_run_leaves_only_whole_files_and_the_rerun_finishes(tmp_path):
     assert not list(output.glob(f"*{TEMP_SUFFIX}"))
     for path in sorted(output.iterdir()):
         assert load_rgb(path).shape == (300, 400, 3), path.name
+
+
+def wait_for_cached_images(process: subprocess.Popen, folder: Path, count: int, timeout: float) -> None:
+    """Until ``folder`` holds ``count`` finished images, the process ends or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if folder.is_dir() and sum(1 for path in folder.iterdir() if path.suffix == ".jpg") >= count:
+            return
+        time.sleep(0.01)
 
 
 def _wait_until_gone(group: int) -> None:

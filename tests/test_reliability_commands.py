@@ -441,12 +441,12 @@ def test_ctrl_c_in_prepare_stops_its_worker_processes_quietly_and_the_rerun_fini
     import os
     import signal
     import subprocess
-    import time
 
     from PIL import Image
 
     from melanoma_lit.data.cache import TEMP_SUFFIX
     from tests.conftest import REPO_ROOT
+    from tests.test_prepare import wait_for_cached_images
 
     images = tmp_path / "folder" / "Train" / "melanoma"
     images.mkdir(parents=True)
@@ -475,11 +475,7 @@ def test_ctrl_c_in_prepare_stops_its_worker_processes_quietly_and_the_rerun_fini
         start_new_session=True,  # its own process group, which the terminal's Ctrl-C signals as a whole
     )
     output = cache / "resized" / "s300" / "folder"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if output.is_dir() and sum(1 for path in output.iterdir() if path.suffix == ".jpg") >= 10:
-            break
-        time.sleep(0.01)
+    wait_for_cached_images(process, output, 10, timeout=240)
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=120)
     finished = sorted(path for path in output.iterdir() if path.suffix == ".jpg")
