@@ -15,8 +15,8 @@ from melanoma_lit.data.datamodule import default_workers
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.errors import DataError
 from melanoma_lit.inference.predictions import (
-    align_classes,
     check_format,
+    check_label_sets,
     default_format,
     ensemble_probabilities,
     load_models,
@@ -25,6 +25,7 @@ from melanoma_lit.inference.predictions import (
     submission_table,
     write_submission,
 )
+from melanoma_lit.metrics.challenges import class_probabilities
 from melanoma_lit.metrics.isic import compute_metrics, confusion_matrix
 from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
 from melanoma_lit.runs.checks import check_config, check_paths
@@ -58,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     spec = DataSpec.from_config(OmegaConf.to_container(cfg.data, resolve=True))
     checkpoints = resolve_checkpoints(cfg.ckpt)
     models = load_models(checkpoints, resolve_device(cfg.device))
-    order = align_classes(models[0].classes, spec.classes, f"data={spec.name}")
+    check_label_sets(models[0].classes, spec.classes, f"data={spec.name}")
     table, prefix, source = evaluation_set(spec)
     where = f"data.test={spec.test}" if prefix == "test" else f"fold {spec.fold} of data={spec.name}"
     classes = list(spec.classes)
@@ -77,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"{len(predictions.errors)} of {len(table)} images of {where} cannot be read ({shown}). "
             "Re-download them, or set data.allow_missing=true for missing files."
         )
-    probs = predictions.probs[:, order]
+    probs = class_probabilities(predictions.probs, models[0].classes, classes)
     truth, known = targets(table, classes), known_mask(table, classes)
     values = compute_metrics(probs, truth, known, classes, challenges=spec.challenges)
     metrics = {f"{prefix}/{key}": value for key, value in values.items()}

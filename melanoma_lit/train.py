@@ -27,7 +27,7 @@ from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.inference.predictions import predict_table, write_predictions, write_submission
-from melanoma_lit.metrics.challenges import challenge_files, check_predictable, get_challenge
+from melanoma_lit.metrics.challenges import challenge_files, check_scorable, get_challenge
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
@@ -68,7 +68,7 @@ def build_datamodule(cfg: DictConfig) -> LesionDataModule:
 def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifier:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     for name in datamodule.spec.challenges:  # before training, not at the first validation
-        check_predictable(get_challenge(name), datamodule.classes)
+        check_scorable(get_challenge(name), datamodule.classes)
     model = LesionClassifier(
         classes=datamodule.classes,
         backbone=OmegaConf.to_container(cfg.backbone, resolve=True),

@@ -22,6 +22,7 @@ from melanoma_lit.metrics.challenges import (
     challenge_scores,
     challenge_truth,
     check_predictable,
+    check_scorable,
 )
 
 # challenge -> (reader, truth file under the shared data, its id column, the scorer's target metric)
@@ -137,6 +138,49 @@ def test_a_challenge_the_outputs_cannot_make_up_is_refused_with_the_classes_to_a
     with pytest.raises(ConfigError, match=r"need \['AKIEC'\].*add \['AKIEC'\] to data.classes"):
         check_predictable(CHALLENGES["isic2018_task3"], ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"])
     check_predictable(CHALLENGES["isic2017_part3"], ["MEL", "NV", "BKL"])  # SK from its parent's probability
+
+
+def test_a_challenge_whose_truth_the_labels_cannot_decide_is_refused_before_training() -> None:
+    """A model's BKL gives Part 3's seborrheic keratosis probability, but a BKL label does not say SK."""
+    with pytest.raises(ConfigError, match=r"truth needs labels of \['SK'\].*add \['SK'\] to data.classes"):
+        check_scorable(CHALLENGES["isic2017_part3"], ["MEL", "NV", "BKL"])
+    check_scorable(CHALLENGES["isic2017_part3"], ["MEL", "NV", "SK"])
+    check_scorable(CHALLENGES["isic2018_task3"], ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"])  # AKIEC
+
+
+def test_isic2017_trains_part3s_label_set_and_logs_its_mean_auc_as_the_scorer_computes_it(
+    compose_train, shared_data: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """data=isic2017 is Part 3's task: melanoma, nevus, seborrheic keratosis outputs, scored as the two binary
+    AUCs of Part 3 and their mean, equal to isic-challenge-scoring's on the files the run wrote."""
+    from melanoma_lit.train import CHALLENGE_DIR, train
+
+    run = tmp_path / "run"
+    cfg = compose_train(
+        "data=isic2017",
+        f"paths.data_dir={shared_data}",
+        "debug=limit",
+        "trainer.limit_val_batches=1.0",  # the whole validation fold, with its seborrheic keratoses
+        "trainer.limit_predict_batches=1.0",
+        "backbone=resnet18",
+        "backbone.pretrained=false",
+        "data.input_size=32",
+        "trainer.precision=32-true",
+        "data.num_workers=0",
+        f"paths.output_dir={run}",
+        f"paths.cache_dir={cache_dir}",
+    )
+    assert (list(cfg.data.classes), list(cfg.data.challenges)) == (["MEL", "NV", "SK"], ["isic2017_part3"])
+    metrics = train(cfg)
+    truth, predictions = (
+        pd.read_csv(run / CHALLENGE_DIR / f"isic2017_part3_{kind}.csv") for kind in ("truth", "predictions")
+    )
+    assert list(predictions.columns) == ["image", "melanoma", "seborrheic_keratosis"]
+    val = pd.read_csv(run / "val_predictions.csv")
+    assert list(val.columns) == ["image", "MEL", "NV", "SK", "fold"]
+    assert metrics["val/isic2017_part3/scored_images"] == len(truth) == len(val) == 430  # fold 0 of 2,150
+    official = official_score("isic2017_part3", truth, predictions, tmp_path)
+    assert abs(metrics["val/isic2017_part3/mean_auc"] - official) <= HEADLINE_TOLERANCE
 
 
 @pytest.mark.slow  # ~4 min on 2 CPU cores: two short epochs over the real ISIC 2018 images at 64 px

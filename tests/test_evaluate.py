@@ -20,7 +20,6 @@ from melanoma_lit.errors import ConfigError
 from melanoma_lit.evaluate import evaluate
 from melanoma_lit.inference.predictions import (
     ImageFiles,
-    align_classes,
     check_format,
     default_format,
     ensemble_probabilities,
@@ -50,7 +49,9 @@ def _check_isic2017_evaluation(shared_data: Path, output_dir: Path, metrics: dic
     assert len(submission) == 600 and set(submission["image_id"]) == set(truth["image_id"])
     official = _official_2017_scores(shared_data, output_dir / "predictions.csv")
     assert metrics["test/mel_auc"] == official.loc["melanoma", "auc"]  # bit-identical: the CSV holds full precision
-    assert metrics["test/auc/BKL"] == official.loc["seborrheic_keratosis", "auc"]
+    assert metrics["test/auc/SK"] == official.loc["seborrheic_keratosis", "auc"]
+    part3 = (official.loc["melanoma", "auc"] + official.loc["seborrheic_keratosis", "auc"]) / 2
+    assert metrics["test/isic2017_part3/mean_auc"] == pytest.approx(part3, abs=1e-12)
     summary = json.loads((output_dir / "metrics.json").read_text())
     assert summary["metrics"]["test/mel_auc"] == metrics["test/mel_auc"]
     assert summary["images"] == 600 and summary["predictions"] == {"path": "predictions.csv", "format": "isic2017"}
@@ -60,6 +61,7 @@ def _check_isic2017_evaluation(shared_data: Path, output_dir: Path, metrics: dic
 
 
 def test_isic2017_test_set_mel_auc_equals_the_official_scorer(shared_data, tiny_run, compose_config) -> None:
+    """A model of the eight 2019 classes scored on Part 3's label set: its BKL output stands for SK."""
     cfg = compose_config(
         "evaluate",
         f"ckpt={tiny_run}",
@@ -156,21 +158,35 @@ def test_checkpoint_resolution_rules(tmp_path) -> None:
         resolve_checkpoints(tmp_path / "absent.ckpt")
 
 
-def test_label_sets_must_match(tiny_run, compose_config) -> None:
-    assert align_classes(["MEL", "NV", "BKL"], ["BKL", "MEL", "NV"], "data=x") == [2, 0, 1]
-    cfg = compose_config("evaluate", f"ckpt={tiny_run}", "data.classes=[MEL,NV]")
-    with pytest.raises(ConfigError, match=r"predicts \['MEL', 'NV', 'BCC'.*labelled \['MEL', 'NV'\]"):
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A tiny synthetic run that learns only MEL, NV and BKL."""
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("three-classes"), cache_dir, "data.classes=[MEL,NV,BKL]")
+
+
+def test_a_label_set_the_model_covers_is_scored_in_its_order_and_one_it_does_not_is_refused(
+    three_class_run, compose_config
+) -> None:
+    evaluation = (*SMALL_SYNTHETIC, "data.batch_size=8", "data.num_workers=0")
+    metrics = evaluate(compose_config("evaluate", f"ckpt={three_class_run}", *evaluation, "data.classes=[BKL,MEL]"))
+    trained = json.loads((three_class_run / "metrics.json").read_text())["metrics"]
+    for cls in ("BKL", "MEL"):
+        assert metrics[f"val/auc/{cls}"] == pytest.approx(trained[f"val/auc/{cls}"], abs=1e-6), cls
+    assert "val/auc/NV" not in metrics
+    cfg = compose_config("evaluate", f"ckpt={three_class_run}", *evaluation)  # the eight 2019 classes
+    with pytest.raises(
+        ConfigError, match=r"predicts \['MEL', 'NV', 'BKL'\] .*no output for \['BCC', 'AK', 'DF', 'VASC', 'SCC'\]"
+    ):
         evaluate(cfg)
 
 
 @pytest.mark.slow  # a subprocess: ~10 s of imports
-def test_cli_reports_a_label_mismatch_in_one_paragraph(tiny_run, tmp_path) -> None:
+def test_cli_reports_a_label_mismatch_in_one_paragraph(three_class_run, tmp_path) -> None:
     command = [
         sys.executable,
         "-m",
         "melanoma_lit.evaluate",
-        f"ckpt={tiny_run}",
-        "data.classes=[MEL,NV]",
+        f"ckpt={three_class_run}",
         f"hydra.run.dir={tmp_path}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)

@@ -125,14 +125,16 @@ def load_models(paths: Sequence[Path], device: torch.device) -> list[LesionClass
     return models
 
 
-def align_classes(model_classes: Sequence[str], data_classes: Sequence[str], where: str) -> list[int]:
-    """Column indices that put the model's outputs in the data's class order; error if the label sets differ."""
-    if sorted(model_classes) != sorted(data_classes):
+def check_label_sets(model_classes: Sequence[str], data_classes: Sequence[str], where: str) -> None:
+    """Fail before inference when the model's outputs cannot give every class the data is labelled with (a
+    union such as AKIEC may come from all its parts, a subtype such as SK from its parent)."""
+    missing = missing_classes(data_classes, model_classes)
+    if missing:
         raise ConfigError(
-            f"the checkpoint predicts {list(model_classes)} but {where} is labelled {list(data_classes)}: "
-            "evaluate on a data config with the label set the model was trained on (data=... or data.classes=...)."
+            f"the checkpoint predicts {list(model_classes)} but {where} is labelled {list(data_classes)}: it has "
+            f"no output for {missing}. Evaluate on a data config whose label set the model covers (data=... or "
+            "data.classes=...)."
         )
-    return [list(model_classes).index(cls) for cls in data_classes]
 
 
 # --- images that may fail to decode --------------------------------------------------------------------------
@@ -282,7 +284,7 @@ def check_format(fmt: str, classes: Sequence[str]) -> None:
 
 def _missing_for(fmt: str, classes: Sequence[str]) -> list[str]:
     """The classes ``fmt``'s columns need that ``classes`` cannot make up."""
-    return missing_classes(CHALLENGES[FORMAT_CHALLENGES[fmt]], classes) if fmt in FORMAT_CHALLENGES else []
+    return missing_classes(CHALLENGES[FORMAT_CHALLENGES[fmt]].classes, classes) if fmt in FORMAT_CHALLENGES else []
 
 
 def write_submission(path: str | Path, frame: pd.DataFrame) -> Path:

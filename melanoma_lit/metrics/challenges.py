@@ -58,7 +58,7 @@ def get_challenge(name: str) -> Challenge:
 
 def check_predictable(challenge: Challenge, classes: Sequence[str]) -> None:
     """Fail before training when the model's outputs cannot make up the challenge's columns."""
-    missing = missing_classes(challenge, classes)
+    missing = missing_classes(challenge.classes, classes)
     if missing:
         raise ConfigError(
             f"data.challenges has {challenge.name}, whose columns need {missing}, but the model predicts "
@@ -67,9 +67,22 @@ def check_predictable(challenge: Challenge, classes: Sequence[str]) -> None:
         )
 
 
-def missing_classes(challenge: Challenge, classes: Sequence[str]) -> list[str]:
-    """The challenge's classes that neither ``classes`` nor the taxonomy's relations among them give."""
-    return [cls for cls in challenge.classes if not _derivable(cls, classes)]
+def check_scorable(challenge: Challenge, classes: Sequence[str]) -> None:
+    """Fail before training when labels of ``classes`` cannot decide the challenge's truth: a subtype's
+    probability may come from its parent's, but "benign keratosis" does not say "seborrheic keratosis"."""
+    check_predictable(challenge, classes)
+    undecided = [cls for cls in challenge.classes if cls not in classes and cls not in UNION_CLASSES]
+    if undecided:
+        raise ConfigError(
+            f"data.challenges has {challenge.name}, whose truth needs labels of {undecided}, but data.classes is "
+            f"{list(classes)}: add {undecided} to data.classes (a subtype is known only where a source labels it), "
+            "or drop the challenge."
+        )
+
+
+def missing_classes(wanted: Sequence[str], classes: Sequence[str]) -> list[str]:
+    """The classes of ``wanted`` that neither ``classes`` nor the taxonomy's relations among them give."""
+    return [cls for cls in wanted if not _derivable(cls, classes)]
 
 
 def _derivable(cls: str, classes: Sequence[str]) -> bool:
@@ -80,12 +93,11 @@ def _derivable(cls: str, classes: Sequence[str]) -> bool:
     return cls in SUBTYPE_CLASSES and SUBTYPE_CLASSES[cls] in classes
 
 
-def challenge_probabilities(challenge: Challenge, probs: ArrayLike, classes: Sequence[str]) -> np.ndarray:
-    """The submission's probability columns (float64, ``challenge.columns`` then ``unpredicted``): a class the
-    model predicts as it is; a union as min(1, sum of its parts) (exclusive diagnoses); a subtype as its parent's
-    probability, the most it can be."""
-    check_predictable(challenge, classes)
-    p = check_inputs(probs, probs, probs, classes)[0]
+def class_probabilities(probs: ArrayLike, classes: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """Probabilities of ``wanted`` from a model's outputs over ``classes``: a class the model predicts as it is;
+    a union as min(1, sum of its parts) (exclusive diagnoses); a subtype as its parent's probability, the most it
+    can be. The caller checks ``missing_classes`` first."""
+    p = np.asarray(probs)
     column = {cls: p[:, index] for index, cls in enumerate(classes)}
 
     def probability(cls: str) -> np.ndarray:
@@ -97,8 +109,16 @@ def challenge_probabilities(challenge: Challenge, probs: ArrayLike, classes: Seq
             return np.minimum(1.0, np.round(np.sum([column[part] for part in UNION_CLASSES[cls]], axis=0), 12))
         return column[SUBTYPE_CLASSES[cls]]
 
-    predicted = [probability(cls) for cls in challenge.classes]
-    return np.stack([*predicted, *(np.zeros(len(p)) for _ in challenge.unpredicted)], axis=1)
+    return np.stack([probability(cls) for cls in wanted], axis=1).reshape(len(p), len(wanted))
+
+
+def challenge_probabilities(challenge: Challenge, probs: ArrayLike, classes: Sequence[str]) -> np.ndarray:
+    """The submission's probability columns (float64, ``challenge.columns`` then ``unpredicted`` as 0), made
+    of the model's classes by ``class_probabilities``."""
+    check_predictable(challenge, classes)
+    p = check_inputs(probs, probs, probs, classes)[0]
+    predicted = class_probabilities(p, classes, challenge.classes)
+    return np.column_stack([predicted, *(np.zeros(len(p)) for _ in challenge.unpredicted)])
 
 
 def challenge_truth(
