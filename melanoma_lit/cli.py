@@ -53,6 +53,24 @@ for _name in (
     logging.getLogger(_name).addFilter(_NoLightningTips())
 
 
+_EXIT_HOOKS: list[Callable[[int, str], None]] = []
+
+
+def on_friendly_exit(hook: Callable[[int, str], None]) -> Callable[[], None]:
+    """Call ``hook(exit code, message)`` when ``friendly_errors`` ends the command, before it exits: a run's
+    record can say how it ended (a SystemExit passes Hydra's job end by). Returns the function that removes it."""
+    _EXIT_HOOKS.append(hook)
+    return lambda: _EXIT_HOOKS.remove(hook) if hook in _EXIT_HOOKS else None
+
+
+def _exit(code: int, message: str) -> None:
+    _log_to_files(message)
+    for hook in list(_EXIT_HOOKS):
+        hook(code, message)
+    print(f"\nError: {message}\n", file=sys.stderr)
+    sys.exit(code)
+
+
 def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the project's own errors into one paragraph on stderr and exit code 2.
 
@@ -73,16 +91,11 @@ def friendly_errors(task: Callable[..., Any]) -> Callable[..., Any]:
                 "a temporary name, then renamed). Run the same command again to do the rest"
                 + (", with ckpt_path=last and the same hydra.run.dir to continue training." if _training(task) else ".")
             )
-            _log_to_files(message)
-            print(f"\nError: {message}\n", file=sys.stderr)
-            sys.exit(130)
+            _exit(130, message)
         except MelanomaLitError as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _in_multirun():
                 raise
-            message = user_message(error)
-            _log_to_files(message)
-            print(f"\nError: {message}\n", file=sys.stderr)
-            sys.exit(2)
+            _exit(2, user_message(error))
 
     return wrapper
 

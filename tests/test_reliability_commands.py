@@ -236,9 +236,9 @@ def test_bad_paths_are_named_before_any_work(tmp_path: Path, capsys: pytest.Capt
                 for p in out.rglob("*")
                 if ".hydra" not in p.parts and p.suffix != ".log" and not p.name.startswith(".run.lock")
             )
-            if "job.json" in left:  # the job's record (runs.hydra_callbacks.SweepRecorder): a failed start
-                assert json.loads((out / "job.json").read_text())["status"] == "failed", command
-                left.remove("job.json")
+            record = json.loads((out / "job.json").read_text())  # the job's record (SweepRecorder): a failed start
+            assert record["status"] == "failed" and expected in record["error"], (command, record)
+            left.remove("job.json")
             assert left == [], (command, ckpt, left)
     for command, arguments in inference.items():
         code, err = invoke(command, *arguments, f"hydra.run.dir={tmp_path / 'x'}", capsys=capsys)
@@ -431,6 +431,8 @@ def test_ctrl_c_in_training_saves_and_says_how_to_resume(tmp_path: Path, cache_d
     assert "Traceback" not in err + out
     assert f"Resume with ckpt_path=last hydra.run.dir={run}" in err + out
     assert unreadable(run / "checkpoints" / "last.ckpt") is None
+    record = json.loads((run / "job.json").read_text())
+    assert record["status"] == "interrupted" and record["reason"].startswith("SIGINT at epoch"), record
     assert [p for p in run.rglob("*") if p.name.endswith((".tmp", ".partial"))] == []
 
 
@@ -516,6 +518,7 @@ def test_ctrl_c_in_any_command_exits_130_with_one_paragraph(
         "train", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 't'}", capsys=capsys
     )
     assert code == 130 and "Traceback" not in err and "ckpt_path=last" in err, err
+    assert json.loads((tmp_path / "t" / "job.json").read_text())["status"] == "interrupted"
 
 
 def _half_written_then_interrupted(owner: object, target: object, *args: object, **kwargs: object) -> None:

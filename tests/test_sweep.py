@@ -86,6 +86,31 @@ def test_a_job_started_again_in_its_folder_keeps_the_records_of_earlier_attempts
     assert [earlier["seconds"] for earlier in json.loads(path.read_text())["attempts"]] == [3.0, 9.0]
 
 
+def test_one_start_updates_its_own_record_and_a_killed_start_is_kept_as_interrupted(tmp_path) -> None:
+    """A start's record goes running -> interrupted (a signal, with the reason) -> its exit's status, as one
+    record; a start killed while running is filed under the next start's attempts as interrupted."""
+    path = tmp_path / JOB_RECORD
+    start = {"pid": 11, "started": "2026-12-06T10:00:00"}
+    write_json(path, with_earlier_attempts({**start, "status": "running"}, path))
+    write_json(path, {**json.loads(path.read_text()), "status": "interrupted", "reason": "SIGINT at epoch 1"})
+    write_json(path, with_earlier_attempts({**start, "status": "interrupted", "error": "interrupted (Ctrl-C)"}, path))
+    assert json.loads(path.read_text()) == {
+        **start,
+        "status": "interrupted",
+        "reason": "SIGINT at epoch 1",
+        "error": "interrupted (Ctrl-C)",
+    }
+    killed = {"pid": 12, "started": "2026-12-06T11:00:00"}
+    write_json(path, with_earlier_attempts({**killed, "status": "running"}, path))
+    write_json(path, with_earlier_attempts({"pid": 13, "started": "2026-12-06T12:00:00", "status": "completed"}, path))
+    record = json.loads(path.read_text())
+    assert [(attempt["pid"], attempt["status"]) for attempt in record["attempts"]] == [
+        (11, "interrupted"),
+        (12, "interrupted"),
+    ]
+    assert (record["pid"], record["status"]) == (13, "completed")
+
+
 def test_gpus_launcher_runs_jobs_in_parallel_each_on_its_own_device(tmp_path, cache_dir, compose_train) -> None:
     # generated up front: ensure_synthetic is not safe for two processes generating the same set at once
     prepare_sources(DataSpec.from_config(OmegaConf.to_container(compose_train(*TINY).data, resolve=True)))

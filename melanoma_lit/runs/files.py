@@ -238,7 +238,7 @@ def job_record(
     """What ``job.json`` holds: enough to tell a failed job from a missing one and to show why it failed.
 
     ``job_return`` None: the record written when the job starts (status ``running``), which stays if the process
-    ends before the job does (killed, pre-empted, requeued); the job's next start then files it as ``interrupted``.
+    is killed; the job's next start then files it as ``interrupted``.
     """
     failed = job_return is not None and job_return.status == JobStatus.FAILED
     value = None if job_return is None else job_return._return_value  # the property re-raises a failed job's error
@@ -274,17 +274,19 @@ def with_earlier_attempts(record: dict[str, Any], path: Path) -> dict[str, Any]:
     """``record`` with the earlier records of ``path`` under ``attempts``: a requeued or resumed job (ckpt_path=last)
     starts again in its folder, and the record of a finished attempt is not to be lost.
 
-    The ``running`` record this same start wrote is replaced; one an earlier start left ``running`` was cut off
-    (killed, pre-empted, requeued) and is kept as ``interrupted``.
+    The record this same start wrote is updated; one an earlier start left ``running`` was cut off (killed) and is
+    kept as ``interrupted``.
     """
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):  # the first attempt (or an unreadable record: nothing to keep)
         return record
     attempts = earlier.pop("attempts", [])
+    same_start = record.get("pid") is not None and record.get("started") is not None
+    if same_start and (earlier.get("pid"), earlier.get("started")) == (record["pid"], record["started"]):
+        record = {**earlier, **record}  # this start's own record, updated (keeping why it was interrupted)
+        return {**record, "attempts": attempts} if attempts else record
     if earlier.get("status") == "running":
-        if (earlier.get("pid"), earlier.get("started")) == (record.get("pid"), record.get("started")):
-            return {**record, "attempts": attempts} if attempts else record
         earlier["status"] = "interrupted"
     return {**record, "attempts": [*attempts, earlier]}
 

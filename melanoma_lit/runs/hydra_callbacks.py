@@ -9,10 +9,12 @@ light: no torch at import time. ``hydra/launcher=gpus`` adds ``DeviceSlots`` and
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from melanoma_lit.cli import friendly_errors
+from melanoma_lit.cli import friendly_errors, on_friendly_exit
 from melanoma_lit.data.locks import hold
 from melanoma_lit.runs.checks import check_config, check_writable_folder
 from melanoma_lit.runs.files import (
@@ -110,31 +112,43 @@ class SweepRecorder(Callback):
 
     def __init__(self) -> None:
         self._started: float | None = None
+        self._forget_exit_hook: Callable[[], None] | None = None
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.time()
-        if _is_rank_zero():
-            # A sweep job's record says "running" from its start, so a job cut off (requeued, killed) is told from
-            # one never started. A single run's command ends with its own message and exit code instead (a user
-            # error exits before Hydra's job end, which would leave "running" behind).
-            if config.hydra.mode == RunMode.MULTIRUN:
-                self._write(config, None, None)
-        else:
+        if not _is_rank_zero():
             _own_log_file(int(os.environ.get("SLURM_PROCID", 0)))
+            return
+        # "running" from the start, so a job cut off (killed, requeued) is told from one never started. A single
+        # run's user error or Ctrl-C exits (friendly_errors) before Hydra's job end: the hook records it.
+        self._write(config, job_record(config, None, self._started, None))
+        if config.hydra.mode != RunMode.MULTIRUN:
+            self._forget_exit_hook = on_friendly_exit(functools.partial(self._ended_by_error, config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        self._forget_hook()
         if _is_rank_zero():
-            self._write(config, job_return, time.time())
+            self._write(config, job_record(config, job_return, self._started, time.time()))
 
-    def _write(self, config: DictConfig, job_return: JobReturn | None, ended: float | None) -> None:
+    def _ended_by_error(self, config: DictConfig, code: int, message: str) -> None:
+        self._forget_hook()
+        record = job_record(config, None, self._started, time.time())
+        self._write(config, {**record, "status": "interrupted" if code == 130 else "failed", "error": message})
+
+    def _forget_hook(self) -> None:
+        if self._forget_exit_hook is not None:
+            self._forget_exit_hook()
+            self._forget_exit_hook = None
+
+    def _write(self, config: DictConfig, record: dict[str, Any]) -> None:
         path = Path(config.hydra.runtime.output_dir) / JOB_RECORD
-        record = job_record(config, job_return, self._started, ended)
         write_json(path, with_earlier_attempts(record, path))
 
 
 def note_interruption(reason: str) -> None:
-    """Says in this job's ``running`` record why it stops before its end (a signal, the scheduler's exit); the job's
-    next start files that record under ``attempts`` as ``interrupted``. Nothing outside a Hydra job."""
+    """Marks this job's ``running`` record ``interrupted`` and says why (a signal, the scheduler's exit): the process
+    leaves by a SystemExit that passes Hydra's job end by; the job's next start files the record under
+    ``attempts``. Nothing outside a Hydra job."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized() or not _is_rank_zero():
@@ -148,7 +162,8 @@ def note_interruption(reason: str) -> None:
     except (OSError, ValueError):
         return
     if record.get("status") == "running" and record.get("pid") == os.getpid():
-        write_json(path, {**record, "ended": datetime.now(timezone.utc).isoformat(), "reason": reason})
+        ended = datetime.now(timezone.utc).isoformat()
+        write_json(path, {**record, "status": "interrupted", "ended": ended, "reason": reason})
 
 
 def _own_log_file(rank: int) -> None:
