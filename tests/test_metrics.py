@@ -18,8 +18,8 @@ from torchmetrics.classification import BinaryCalibrationError
 from melanoma_lit.data.taxonomy import ISIC_CLASSES, MALIGNANT
 from melanoma_lit.errors import ConfigError, MelanomaLitError
 from melanoma_lit.metrics import plots
-from melanoma_lit.metrics.isic import PER_CLASS_METRICS, LesionMetrics, compute_metrics, confusion_matrix
 from melanoma_lit.metrics.calibration import ECE_BINS, reliability_bins
+from melanoma_lit.metrics.isic import PER_CLASS_METRICS, LesionMetrics, compute_metrics, confusion_matrix
 from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
 
 # Our per-class metric name -> the scorer's per-category column.
