@@ -167,7 +167,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         truth, known = targets(val, classes), known_mask(val, classes)
         calibration = None
         if cfg.model.temperature != "none":
-            calibration, probs = calibrate(cfg.model.temperature, trainer, model, datamodule, best, probs, logits, val)
+            calibration, probs = calibrate(
+                cfg.model.temperature, trainer, model, datamodule, best, probs, logits, truth, known
+            )
         metrics = compute_metrics(probs, truth, known, classes, challenges=datamodule.spec.challenges)
         metrics = {f"val/{key}": float(value) for key, value in metrics.items()}
         if trainer.is_global_zero:  # under DDP every rank has every prediction; one writes them
@@ -197,13 +199,13 @@ def calibrate(
     best: str,
     probs: np.ndarray,
     logits: np.ndarray,
-    val: pd.DataFrame,
+    truth: np.ndarray,
+    known: np.ndarray,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Fit the temperature on the validation fold's logits of the best checkpoint, store it in best.ckpt and
     predict the fold again with it; returns the report (temperatures, NLL and ECE before and after) and the new
     probabilities."""
     classes = datamodule.classes
-    truth, known = targets(val, classes), known_mask(val, classes)
     temperature = fit_temperature(torch.from_numpy(logits), torch.from_numpy(truth), torch.from_numpy(known), mode)
     model.temperature.copy_(temperature.to(model.temperature.device))
     if best and trainer.is_global_zero:
