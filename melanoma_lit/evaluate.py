@@ -27,7 +27,7 @@ from melanoma_lit.inference.predictions import (
 )
 from melanoma_lit.metrics.challenges import class_probabilities
 from melanoma_lit.metrics.isic import compute_metrics, confusion_matrix
-from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_reliability, plot_roc_curves
 from melanoma_lit.runs.checks import check_config, check_paths
 from melanoma_lit.runs.files import write_metrics
 
@@ -86,6 +86,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     csv = write_submission(output_dir / "predictions.csv", submission_table(table["image_id"], probs, classes, fmt))
     plot_roc_curves(probs, truth, known, classes, output_dir / "roc.png")
     plot_confusion_matrix(confusion_matrix(probs, truth, known), classes, output_dir / "confusion_matrix.png")
+    plot_reliability(probs, truth, known, classes, output_dir / "reliability.png")
     write_metrics(
         output_dir,
         metrics,
@@ -93,6 +94,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         images=len(table),
         checkpoints=[str(path) for path in checkpoints],
         tta=cfg.get("tta"),
+        temperature={
+            str(path): dict(zip(m.classes, m.temperature.tolist(), strict=True))
+            for path, m in zip(checkpoints, models, strict=True)
+        },
         predictions={"path": csv.name, "format": fmt},
     )
     log.info("%s: macro AUC %.4f over %d images (%s)", where, metrics[f"{prefix}/auc_macro"], len(table), output_dir)

@@ -2,7 +2,8 @@
 
 The exported model takes **uint8 RGB NCHW** images already resized and centre-cropped to the input size
 (values 0-255) and normalises inside, as the LightningModule does: a deployment cannot get the mean/std
-wrong. It returns per-class **sigmoid probabilities** ``[N, K]``; the batch axis is dynamic. No TTA: average
+wrong. It returns per-class **sigmoid probabilities** ``[N, K]`` of the logits divided by the checkpoint's
+temperature (models.temperature), as ``evaluate`` and ``predict`` give them; the batch axis is dynamic. No TTA: average
 over flips yourself if wanted. ``preprocessing.json`` beside the model says all of this, machine-readably.
 """
 
@@ -38,16 +39,18 @@ OUTPUT_NAME = "probabilities"
 
 
 class ProbabilityModel(nn.Module):
-    """uint8 NCHW images in, sigmoid probabilities out: the checkpoint's network with its normalisation."""
+    """uint8 NCHW images in, sigmoid probabilities out: the checkpoint's network with its normalisation and
+    temperature."""
 
     def __init__(self, classifier: LesionClassifier) -> None:
         super().__init__()
         self.net = classifier.net.to(memory_format=torch.contiguous_format)
         self.register_buffer("mean", classifier.mean.clone())
         self.register_buffer("std", classifier.std.clone())
+        self.register_buffer("temperature", classifier.temperature.clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net((images.float() - self.mean) / self.std))
+        return torch.sigmoid(self.net((images.float() - self.mean) / self.std) / self.temperature)
 
 
 @dataclass
@@ -173,8 +176,9 @@ def preprocessing_manifest(classifier: LesionClassifier, fmt: str, model_file: s
             "name": OUTPUT_NAME,
             "dtype": "float32",
             "shape": ["batch", len(classifier.classes)],
-            "activation": "sigmoid, one independent probability per class",
+            "activation": "sigmoid of logit / temperature, one independent probability per class",
         },
+        "temperature": dict(zip(classifier.classes, classifier.temperature.tolist(), strict=True)),
         "classes": list(classifier.classes),
         "input_size": [height, width],
         "resize_side": prep.resize_side,

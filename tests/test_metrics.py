@@ -13,12 +13,14 @@ import torch
 from isic_challenge_scoring import ClassificationMetric, ClassificationScore
 from isic_challenge_scoring.metrics import auc as scorer_auc
 from PIL import Image
+from torchmetrics.classification import BinaryCalibrationError
 
 from melanoma_lit.data.taxonomy import ISIC_CLASSES, MALIGNANT
 from melanoma_lit.errors import ConfigError, MelanomaLitError
 from melanoma_lit.metrics import plots
+from melanoma_lit.metrics.calibration import ECE_BINS, reliability_bins
 from melanoma_lit.metrics.isic import PER_CLASS_METRICS, LesionMetrics, compute_metrics, confusion_matrix
-from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_roc_curves
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
 
 # Our per-class metric name -> the scorer's per-category column.
 SCORER_NAMES = {
@@ -334,6 +336,64 @@ def test_plots_say_each_class_score_the_skipped_classes_and_the_counts(tmp_path,
     np.testing.assert_allclose(shares.sum(axis=1)[matrix.sum(axis=1) > 0], 1.0)
     assert [t.get_text() for t in confusion.get_xticklabels()] == list(ISIC_CLASSES)
     assert plt.get_fignums() == []
+
+
+def test_ece_per_class_equals_torchmetrics_binary_calibration_error() -> None:
+    """15 equal-width bins, L1, over each class's known rows; probabilities on bin edges, exactly 0 and exactly 1
+    (its own bin in torchmetrics) included."""
+    probs, targets = make_predictions(400, seed=41, rounded=False)
+    probs[:30] = np.round(probs[:30] * ECE_BINS) / ECE_BINS  # on the bin edges, 0 and 1 among them
+    probs[30:35, 0], probs[35:40, 1] = 1.0, 0.0
+    known = (np.random.default_rng(5).random(targets.shape) > 0.2).astype(float)
+    known[:, ISIC_CLASSES.index("SCC")] = 0.0  # no known row: NaN, skipped by the macro mean
+    metrics = compute_metrics(probs, targets, known, ISIC_CLASSES)
+    expected = {}
+    for column, cls in enumerate(ISIC_CLASSES):
+        rows = known[:, column] > 0.5
+        if rows.any():
+            metric = BinaryCalibrationError(n_bins=15, norm="l1")
+            expected[cls] = metric(torch.tensor(probs[rows, column]), torch.tensor(targets[rows, column])).item()
+            assert metrics[f"ece/{cls}"] == pytest.approx(expected[cls], abs=1e-12), cls
+    assert math.isnan(metrics["ece/SCC"])
+    assert metrics["ece_macro"] == pytest.approx(np.mean(list(expected.values())), abs=1e-12)
+
+
+def test_nll_is_the_mean_binary_cross_entropy_of_the_known_entries() -> None:
+    probs = np.array([[0.8, 0.3], [0.4, 1.0], [0.9, 0.5]])
+    targets = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    known = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    expected = -(np.log(0.8) + np.log(0.7) + np.log(0.6) + np.log(1e-7) + np.log(0.5)) / 5  # 1.0 clipped to 1 - 1e-7
+    assert compute_metrics(probs, targets, known, ["MEL", "NV"])["nll"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_reliability_bins_by_hand() -> None:
+    bins = reliability_bins(np.array([0.01, 0.05, 0.5, 0.52, 1.0]), np.array([False, True, True, True, True]))
+    assert bins.counts.tolist() == [2, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]  # [0, 1/15), [7/15, 8/15), {1}
+    assert bins.mean_probability[[0, 7, 15]].tolist() == pytest.approx([0.03, 0.51, 1.0])
+    assert bins.positive_rate[[0, 7, 15]].tolist() == [0.5, 1.0, 1.0]
+    assert bins.ece == pytest.approx((2 * 0.47 + 2 * 0.49 + 0.0) / 5)
+
+
+def test_reliability_diagram_has_a_panel_per_class_with_its_ece_and_bin_counts(tmp_path, monkeypatch) -> None:
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.setdefault(Path(path).stem, figure))
+    probs, targets = make_predictions(300, seed=37, rounded=False)
+    known = np.ones_like(targets)
+    known[:100, 0] = 0.0
+    metrics = compute_metrics(probs, targets, known, ISIC_CLASSES)
+    plot_reliability(probs, targets, known, ISIC_CLASSES, tmp_path / "reliability.png")
+    panels = drawn["reliability"].axes
+    assert len(panels) == len(ISIC_CLASSES)
+    for column, (cls, axes) in enumerate(zip(ISIC_CLASSES, panels, strict=True)):
+        rows = int(known[:, column].sum())
+        assert axes.get_title() == f"{cls} (ECE {metrics[f'ece/{cls}']:.3f}, n={rows})"
+        counts = [float(text.get_text()) for text in axes.texts]
+        bins = reliability_bins(probs[known[:, column] > 0.5, column], targets[known[:, column] > 0.5, column] > 0.5)
+        assert counts == [c for c in bins.counts[:ECE_BINS] if c] and sum(counts) == rows
+    monkeypatch.undo()
+    path = plot_reliability(probs, targets, known, ISIC_CLASSES, tmp_path / "real.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 600
 
 
 def _ddp_rank(rank: int, world_size: int, init_file: str, probs, targets, known, results) -> None:

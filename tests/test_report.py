@@ -112,6 +112,22 @@ def test_cross_validation_summary_is_mean_and_std_over_the_folds(cv_sweep, repor
         assert f"| {backbone} | 3/4 | {auc['mean']:.4f} ± {auc['std']:.4f} |" in markdown
 
 
+def test_calibration_table_has_each_class_ece_over_the_folds_and_out_of_fold(cv_sweep, report) -> None:
+    markdown = _markdown(cv_sweep[0] / "report" / "report.md")
+    assert "15 equal-width probability bins, L1" in markdown
+    keys = [f"ece/{cls}" for cls in CLASSES] + ["ece_macro"]
+    for backbone in BACKBONES:
+        metrics = [
+            json.loads((Path(j["dir"]) / "metrics.json").read_text())["metrics"] for j in _completed(report, backbone)
+        ]
+        over_folds = [
+            f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" for v in ([m[f"val/{k}"] for m in metrics] for k in keys)
+        ]
+        assert f"| {backbone} | folds | {' | '.join(over_folds)} |" in markdown
+        oof = report["configurations"][backbone]["oof"]["metrics"]
+        assert f"| {backbone} | out-of-fold | {' | '.join(f'{oof[k]:.4f}' for k in keys)} |" in markdown
+
+
 def test_out_of_fold_metrics_equal_recomputing_them_from_the_jobs_csvs(report, cache_dir) -> None:
     truth = _truth(cache_dir)
     probabilities = {}
@@ -136,7 +152,7 @@ def test_report_plots_open_as_images(cv_sweep, report) -> None:
     names = report["files"]["images"]
     expected = {"comparison.png"} | {
         f"{kind}_{label}.png"
-        for kind in ("roc", "confusion")
+        for kind in ("roc", "confusion", "reliability")
         for label in (*BACKBONES, "ensemble_of_all_configurations")
     }
     assert set(names) == expected

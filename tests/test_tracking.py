@@ -3,6 +3,7 @@ logged to a real MLflow tracking server on the loopback interface, read back thr
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -130,7 +131,7 @@ def check_wandb_run(run: Path) -> pd.DataFrame:
     assert len(media_rows) == len(MEDIA_EPOCHS)
     files = folder / "files"
     for row in media_rows:
-        for key in ("val/roc_curves", "val/pr_curves", "val/confusion_matrix"):
+        for key in ("val/roc_curves", "val/pr_curves", "val/confusion_matrix", "val/reliability"):
             with Image.open(files / row[f"{key}/path"]) as image:
                 assert image.format == "PNG" and image.size == (row[f"{key}/width"], row[f"{key}/height"])
     assert len(list((files / "media" / "images" / "val").glob("gradcam_*.png"))) == GRADCAM * len(MEDIA_EPOCHS)
@@ -143,9 +144,12 @@ def check_wandb_run(run: Path) -> pd.DataFrame:
     assert len(tables) == len(MEDIA_EPOCHS)
     thumbnails = [entry for entry in tables[-1].manifest.contents if entry.path.startswith("media/images/")]
     assert len(thumbnails) == TABLE_ROWS
-    (best,) = [a for a in artifacts if a.type == "model" and "best" in a.aliases]
-    assert json.loads(best.metadata)["original_filename"] == "best.ckpt"
-    assert [entry.path for entry in best.manifest.contents] == ["model.ckpt"]
+    # best.ckpt when training ended, and again once its temperature was stored: the newer version holds it
+    bests = [a for a in artifacts if a.type == "model" and "best" in a.aliases]
+    assert len(bests) == 2
+    for best in bests:
+        assert json.loads(best.metadata)["original_filename"] == "best.ckpt"
+        assert [entry.path for entry in best.manifest.contents] == ["model.ckpt"]
     assert kinds[-1] == "exit"
     return frame
 
@@ -177,6 +181,7 @@ def check_mlflow_run(run: Path) -> pd.DataFrame:
         "confusion.png",
         "gradcam",
         "pr.png",
+        "reliability.png",
         "roc.png",
         "val_samples.csv",
     ]
@@ -194,6 +199,11 @@ def check_tensorboard(run: Path) -> None:
 
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     assert len(events.Scalars("val/auc_macro")) == EPOCHS
+    for name in ("roc_curves", "pr_curves", "confusion_matrix", "reliability"):
+        logged = events.Images(f"val/{name}")
+        assert len(logged) == len(MEDIA_EPOCHS), name
+        with Image.open(io.BytesIO(logged[-1].encoded_image_string)) as image:
+            assert image.format == "PNG" and image.size == (logged[-1].width, logged[-1].height)
 
 
 def test_worst_errors_ranks_by_masked_loss() -> None:

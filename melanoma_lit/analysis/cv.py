@@ -20,6 +20,8 @@ SUMMARY_METRICS: dict[str, str] = {
     "decided_balanced_accuracy": "balanced accuracy (decided rows)",
     "precision_macro": "precision (macro)",
     "recall_macro": "recall (macro)",
+    "ece_macro": "ECE (macro, 15 bins)",
+    "nll": "NLL",
 }
 VAL_PREFIX = "val/"
 

@@ -41,7 +41,7 @@ from melanoma_lit.analysis.render import Block, Code, Heading, Image, Paragraph,
 from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import MelanomaLitError
 from melanoma_lit.metrics.isic import confusion_matrix
-from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_roc_curves
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_reliability, plot_roc_curves
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ def _blocks(analysis: _Analysis, out: Path, files: ReportFiles) -> list[Block]:
     ]
     blocks += _summary_blocks(analysis, out, files)
     blocks += _oof_blocks(analysis, out, files)
+    blocks += _calibration_blocks(analysis)
     blocks += _test_blocks(analysis)
     blocks += _fold_blocks(analysis.folds)
     if sweep.optuna and "best_value" in sweep.optuna:
@@ -212,8 +213,14 @@ def _oof_blocks(analysis: _Analysis, out: Path, files: ReportFiles) -> list[Bloc
         roc = plot_roc_curves(probs, targets, known, predictions.classes, out / f"roc_{slug}.png")
         matrix = confusion_matrix(probs, targets, known)
         confusion = plot_confusion_matrix(matrix, predictions.classes, out / f"confusion_{slug}.png")
-        files.images += [roc, confusion]
-        figures += [Heading(label, 3), Image(roc.name, f"ROC {label}"), Image(confusion.name, f"confusion {label}")]
+        reliability = plot_reliability(probs, targets, known, predictions.classes, out / f"reliability_{slug}.png")
+        files.images += [roc, confusion, reliability]
+        figures += [
+            Heading(label, 3),
+            Image(roc.name, f"ROC {label}"),
+            Image(confusion.name, f"confusion {label}"),
+            Image(reliability.name, f"reliability {label}"),
+        ]
     return [
         Heading("Out-of-fold metrics"),
         Paragraph(
@@ -223,6 +230,31 @@ def _oof_blocks(analysis: _Analysis, out: Path, files: ReportFiles) -> list[Bloc
         ),
         pd.DataFrame(rows, columns=["configuration", "images", "folds", *analysis.metrics.values()]),
         *figures,
+    ]
+
+
+def _calibration_blocks(analysis: _Analysis) -> list[Block]:
+    """Per-class ECE: mean ± std over each configuration's folds, and of its stacked out-of-fold predictions."""
+    classes = next((p.classes for p in analysis.oof.values()), None)
+    if classes is None:
+        return []
+    keys = [f"ece/{cls}" for cls in classes] + ["ece_macro"]
+    rows = []
+    for label, jobs in analysis.groups.items():
+        summary = summarise(jobs, keys)
+        rows.append([label, "folds", *[str(summary[key]) for key in keys]])
+        if label in analysis.oof_scores:
+            rows.append([label, "out-of-fold", *[_number(analysis.oof_scores[label][key]) for key in keys]])
+    if ENSEMBLE_LABEL in analysis.oof_scores:
+        rows.append([ENSEMBLE_LABEL, "out-of-fold", *[_number(analysis.oof_scores[ENSEMBLE_LABEL][k]) for k in keys]])
+    return [
+        Heading("Calibration: expected calibration error"),
+        Paragraph(
+            "ECE of each class over its known labels: 15 equal-width probability bins, L1 (torchmetrics' "
+            "BinaryCalibrationError); lower is better. 'folds': mean ± std over the completed folds (metrics.json); "
+            "'out-of-fold': the stacked predictions scored as one set. Reliability diagrams: reliability_*.png."
+        ),
+        pd.DataFrame(rows, columns=["configuration", "over", *classes, "macro"]),
     ]
 
 

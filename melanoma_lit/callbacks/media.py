@@ -1,4 +1,5 @@
-"""Validation media for experiment trackers: ROC/PR curves, confusion matrix, worst-errors table, Grad-CAM.
+"""Validation media for experiment trackers: ROC/PR curves, confusion matrix, reliability diagram, worst-errors
+table, Grad-CAM.
 
 Scalars (per-class AUC and the rest) are logged by the module; this callback adds what needs the whole
 validation epoch's predictions. It reads them from the module's ``val_metrics`` states before the module
@@ -17,7 +18,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from pytorch_lightning.loggers import MLFlowLogger, WandbLogger
+from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torchmetrics.utilities import dim_zero_cat
 
 from melanoma_lit.data.atomic import replaced
@@ -25,7 +26,7 @@ from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.errors import MelanomaLitError
 from melanoma_lit.inference.gradcam import explain, overlay
 from melanoma_lit.metrics.isic import confusion_matrix
-from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_roc_curves
+from melanoma_lit.metrics.plots import plot_confusion_matrix, plot_pr_curves, plot_reliability, plot_roc_curves
 
 _EPS = 1e-7
 
@@ -42,7 +43,8 @@ class ValidationOutputs:
 
 
 class ValidationMedia(pl.Callback):
-    """Logs validation media to every W&B and MLflow logger attached; does nothing without one.
+    """Logs validation media to every W&B and MLflow logger attached, and the plots to TensorBoard; does nothing
+    without one of them.
 
     ``every_n_epochs=0`` logs once, for the last validation epoch, when training ends (cheapest); ``n > 0``
     also logs every n-th epoch. ``table_rows`` worst-predicted images go into the table (W&B: with
@@ -68,8 +70,9 @@ class ValidationMedia(pl.Callback):
         self._logged_epoch: int | None = None
 
     @staticmethod
-    def trackers(trainer: pl.Trainer) -> list[WandbLogger | MLFlowLogger]:
-        return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger | MLFlowLogger)]
+    def trackers(trainer: pl.Trainer) -> list[WandbLogger | MLFlowLogger | TensorBoardLogger]:
+        kinds = WandbLogger | MLFlowLogger | TensorBoardLogger
+        return [logger for logger in trainer.loggers if isinstance(logger, kinds)]
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._indices = []
@@ -130,6 +133,9 @@ class ValidationMedia(pl.Callback):
                 "confusion_matrix": plot_confusion_matrix(
                     confusion_matrix(outputs.probs, outputs.targets, outputs.known), classes, folder / "confusion.png"
                 ),
+                "reliability": plot_reliability(
+                    outputs.probs, outputs.targets, outputs.known, classes, folder / "reliability.png"
+                ),
             }
             table = worst_errors(outputs, classes, self._dataset.image_ids).head(self.table_rows)
             images = [self._dataset[int(row)]["image"] for row in table["row"]]
@@ -137,6 +143,8 @@ class ValidationMedia(pl.Callback):
             for logger in self.trackers(trainer):
                 if isinstance(logger, WandbLogger):
                     self._to_wandb(logger, trainer.global_step, plots, table, images, overlays)
+                elif isinstance(logger, TensorBoardLogger):
+                    self._to_tensorboard(logger, trainer.global_step, plots)
                 else:
                     self._to_mlflow(logger, outputs.epoch, plots, table, overlays, folder)
 
@@ -198,6 +206,13 @@ class ValidationMedia(pl.Callback):
             logger.experiment.log_artifact(logger.run_id, str(path), where)
         for path, _ in overlays:
             logger.experiment.log_artifact(logger.run_id, str(path), f"{where}/gradcam")
+
+    @staticmethod
+    def _to_tensorboard(logger: TensorBoardLogger, step: int, plots: dict[str, Path]) -> None:
+        for name, path in plots.items():
+            with Image.open(path) as picture:
+                pixels = np.asarray(picture.convert("RGB"))
+            logger.experiment.add_image(f"val/{name}", pixels, global_step=step, dataformats="HWC")
 
     def _thumbnail(self, image: torch.Tensor) -> Image.Image:
         picture = Image.fromarray(image.permute(1, 2, 0).numpy())

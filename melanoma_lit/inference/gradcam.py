@@ -107,7 +107,7 @@ def explain(
     with _untouched(model.net):
         model.net.eval()
         with torch.no_grad():
-            probs = model.net.predict_proba(images).float().cpu().numpy()
+            probs = torch.sigmoid(model.scaled_logits(images)).float().cpu().numpy()  # as predict reports them
         chosen = probs.argmax(axis=1) if class_indices is None else np.asarray(class_indices, dtype=np.int64)
         cams = class_activation_maps(model.net, images, chosen.tolist(), method, layer)
     return Explanation(cams=cams, class_indices=chosen, probs=probs)

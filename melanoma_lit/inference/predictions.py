@@ -38,27 +38,28 @@ SUBMISSION_FORMATS: tuple[str, ...] = (*FORMAT_CHALLENGES, "generic")
 
 def predict_table(
     trainer: pl.Trainer, model: LesionClassifier, loader: torch.utils.data.DataLoader, ckpt_path: str | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and the dataset rows they belong to, in row order.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities, the logits before the temperature (identity view) and the dataset rows they belong
+    to, in row order.
 
     All rows unless the trainer limits prediction batches (``trainer.limit_predict_batches``).
     """
     batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
-    probs = torch.cat([b["probs"] for b in batches]).numpy()
-    rows = torch.cat([b["index"] for b in batches]).numpy()
+    parts = [torch.cat([b[key] for b in batches]).numpy() for key in ("probs", "logits", "index")]
     if trainer.world_size > 1:
-        probs, rows = _from_every_rank(probs, rows)
+        parts = _from_every_rank(parts)
+    probs, logits, rows = parts
     rows, first = np.unique(rows, return_index=True)  # sorted; DDP's sampler repeats rows to even out the ranks
-    return probs[first], rows
+    return probs[first], logits[first], rows
 
 
-def _from_every_rank(probs: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _from_every_rank(parts: list[np.ndarray]) -> list[np.ndarray]:
     """Under DDP each rank predicted its share of the rows: every rank gets all of them."""
     import torch.distributed as dist
 
-    shares: list[tuple[np.ndarray, np.ndarray] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(shares, (probs, rows))
-    return np.concatenate([share[0] for share in shares]), np.concatenate([share[1] for share in shares])
+    shares: list[list[np.ndarray] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, parts)
+    return [np.concatenate([share[i] for share in shares]) for i in range(len(parts))]
 
 
 def write_predictions(path: Path, table: pd.DataFrame, probs: np.ndarray, classes: list[str], **extra: Any) -> None:

@@ -26,6 +26,7 @@ from torchmetrics.utilities import dim_zero_cat
 from melanoma_lit.data.taxonomy import MALIGNANT
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.metrics.arrays import ArrayLike, both_labels, check_inputs, check_shapes, confusion_counts
+from melanoma_lit.metrics.calibration import calibration_metrics
 from melanoma_lit.metrics.challenges import challenge_scores
 
 PER_CLASS_METRICS: tuple[str, ...] = ("auc", "ap", "auc_sens80", "precision", "recall", "specificity", "f1")
@@ -46,8 +47,9 @@ def compute_metrics(
     Keys: ``<metric>/<class>`` and ``<metric>_macro`` for ``PER_CLASS_METRICS``; ``decided_balanced_accuracy``
     (argmax over the fully decided rows: every class known and exactly one positive, so multi-label and
     unknown-diagnosis rows do not count); with MEL in ``classes`` ``mel_auc`` and ``mel_sens_at_90_spec``;
-    with a malignant class in ``classes`` ``malignant_auc``, see ``_malignant_auc``; and each of ``challenges``'
-    official metrics, ``<challenge>/<metric>`` (see metrics.challenges).
+    with a malignant class in ``classes`` ``malignant_auc``, see ``_malignant_auc``; ``ece/<class>``, ``ece_macro``
+    and ``nll`` (see metrics.calibration); and each of ``challenges``' official metrics, ``<challenge>/<metric>``
+    (see metrics.challenges).
     """
     p, t, k = check_inputs(probs, targets, known, classes)
     predicted = p > threshold
@@ -64,6 +66,7 @@ def compute_metrics(
         for cls, value in zip(classes, per_class[name], strict=True)
     }
     result.update({f"{name}_macro": _nanmean(per_class[name]) for name in PER_CLASS_METRICS})
+    result.update(calibration_metrics(p, t, k, classes))
     matrix, true_counts = _confusion(p, t, k)
     result["decided_balanced_accuracy"] = _nanmean(np.diag(matrix)[true_counts > 0] / true_counts[true_counts > 0])
     if "MEL" in classes:

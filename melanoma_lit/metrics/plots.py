@@ -1,5 +1,5 @@
-"""Pictures of the ISIC metrics: ROC and precision-recall curves, confusion matrices, drawn by scikit-learn's
-displays on an Agg figure of their own (no pyplot state)."""
+"""Pictures of the ISIC metrics: ROC and precision-recall curves, confusion matrices (scikit-learn's displays) and
+reliability diagrams, each on an Agg figure of its own (no pyplot state)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 from melanoma_lit.data.atomic import replaced
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.metrics.arrays import ArrayLike, both_labels, check_inputs
+from melanoma_lit.metrics.calibration import ECE_BINS, reliability_bins
 
 
 def plot_roc_curves(
@@ -77,6 +78,44 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str 
     return save_figure(figure, path)
 
 
+def plot_reliability(
+    probs: ArrayLike, targets: ArrayLike, known: ArrayLike, classes: Sequence[str], path: str | Path
+) -> Path:
+    """A panel per class over its known entries: the observed positive rate of each of the 15 equal-width
+    probability bins against the diagonal, the bin's mean probability as a dot, its count above the bar, the
+    class's ECE in the title (metrics.calibration; probabilities of exactly 1 are drawn in the last bin)."""
+    p, t, k = check_inputs(probs, targets, known, classes)
+    columns = min(4, len(classes))
+    rows = -(-len(classes) // columns)
+    figure = Figure(figsize=(3.2 * columns, 3.4 * rows))
+    FigureCanvasAgg(figure)
+    width = 1.0 / ECE_BINS
+    left = np.arange(ECE_BINS) * width
+    for column, cls in enumerate(classes):
+        axes = figure.add_subplot(rows, columns, column + 1)
+        truth, score = t[k[:, column], column], p[k[:, column], column]
+        shown = reliability_bins(np.minimum(score, _BELOW_ONE), truth)  # exact 1s drawn in the last bin
+        filled = shown.counts[:ECE_BINS] > 0
+        rate, mean, counts = (
+            values[:ECE_BINS][filled] for values in (shown.positive_rate, shown.mean_probability, shown.counts)
+        )
+        axes.bar(left[filled], rate, width=width, align="edge", color="tab:blue", alpha=0.6, edgecolor="white")
+        axes.plot(mean, rate, "o", color="tab:red", markersize=3)
+        axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+        for x, height, count in zip(left[filled], rate, counts, strict=True):
+            axes.text(x + width / 2, min(height, 0.9) + 0.02, f"{count:g}", ha="center", fontsize=5, rotation=90)
+        axes.set(xlim=(0, 1), ylim=(0, 1.05), aspect="equal", xlabel="predicted probability")
+        axes.set_title(f"{cls} (ECE {reliability_bins(score, truth).ece:.3f}, n={len(score)})", fontsize="small")
+        if column % columns == 0:
+            axes.set_ylabel("observed positive rate")
+    figure.suptitle(
+        f"Reliability: observed positive rate (bars) and mean probability (dots) of {ECE_BINS} equal-width bins, "
+        "counts above the bars",
+        fontsize="small",
+    )
+    return save_figure(figure, path)
+
+
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Every plot of the project: PNG at 120 dpi, its folder created."""
     path = Path(path)
@@ -85,6 +124,9 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     with replaced(path) as partial:  # a reader (W&B media, the sweep report) never sees half a PNG
         figure.savefig(partial, dpi=120, format="png")
     return path
+
+
+_BELOW_ONE = np.nextafter(1.0, 0.0)
 
 
 def _figure(size: float) -> tuple[Figure, Axes]:

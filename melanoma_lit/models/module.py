@@ -52,6 +52,8 @@ class LesionClassifier(pl.LightningModule):
         scale = torch.tensor(255.0)
         self.register_buffer("mean", torch.tensor(preprocessing["mean"]).view(1, 3, 1, 1) * scale, persistent=False)
         self.register_buffer("std", torch.tensor(preprocessing["std"]).view(1, 3, 1, 1) * scale, persistent=False)
+        # per-class temperature of the probabilities (models.temperature), fitted after training; 1 = none
+        self.register_buffer("temperature", torch.ones(len(self.classes)))
         self.criterion = MaskedBCEWithLogits(**loss)
         self.val_metrics = LesionMetrics(self.classes, challenges=challenges)
         self.tta = tta
@@ -97,8 +99,17 @@ class LesionClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalise(images))
 
+    def scaled_logits(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Logits divided by the temperature: what every probability the model reports is the sigmoid of."""
+        return self.net(normalised) / self.temperature
+
     def predict_proba(self, images: torch.Tensor, tta: int | None = None) -> torch.Tensor:
-        return tta_probabilities(self.net, self.normalise(images), self.tta if tta is None else tta)
+        """``sigmoid(logit / T)``; with TTA the mean of that over the views."""
+        return tta_probabilities(self.scaled_logits, self.normalise(images), self.tta if tta is None else tta)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint written before temperature scaling has none: T = 1, so it predicts as it always did."""
+        checkpoint["state_dict"].setdefault("temperature", torch.ones(len(self.classes)))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
@@ -125,7 +136,12 @@ class LesionClassifier(pl.LightningModule):
             )
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        return {"probs": self.predict_proba(batch["image"]).float(), "index": batch["index"]}
+        """Probabilities as ``predict_proba`` gives them, and the identity view's logits before the temperature
+        (what the temperature is fitted on); without TTA one forward pass gives both."""
+        logits = self(batch["image"])
+        with_tta = self.tta > 1
+        probs = self.predict_proba(batch["image"]) if with_tta else torch.sigmoid(logits / self.temperature)
+        return {"probs": probs.float(), "logits": logits.float(), "index": batch["index"]}
 
     def create_optimizer(self) -> Optimizer:
         """The configured optimiser over the net's parameter groups (the bench times it without Lightning)."""

@@ -127,6 +127,7 @@ RULES: dict[str, Rule] = {
     "model.tta": _int(1, 8, fix="Give the number of dihedral views averaged, 1 (none) to 8."),
     "model.compile": Rule("bool"),
     "model.channels_last": Rule("bool"),
+    "model.temperature": Rule("choice", choices=("none", "global", "per_class")),
     # optimisation
     "optimizer.name": Rule("choice", choices=("adam", "adamw", "sgd"), any_case=True),
     "optimizer.lr": _float(0.0, 10.0, open_low=True, fix="Give a positive learning rate, e.g. 3e-4 for adam."),

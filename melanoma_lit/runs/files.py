@@ -153,6 +153,7 @@ RUN_TIME_KEYS = (
     "data.eval_batch_size",
     "data.cache_dir",
     "callbacks",
+    "model.temperature",  # fitted after training: a run begun before it existed, or with another mode, continues
 )
 # Callbacks observe and save a run; these two change what it trains.
 TRAINING_CALLBACKS = ("callbacks.backbone_freeze", "callbacks.early_stopping")
