@@ -106,10 +106,6 @@ class MetadataEncoder:
             names += ["age", "age_missing"] if column == "age" else [f"{column}={v}" for v in self.levels[column]]
         return names
 
-    def missing_columns(self, frame: pd.DataFrame) -> list[str]:
-        """The encoder's columns ``frame`` lacks: every row is ``unknown`` for them."""
-        return [column for column in self.columns if column not in frame]
-
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         """``[len(frame), width]`` float32; a column ``frame`` lacks is unknown for every row."""
         parts = []
