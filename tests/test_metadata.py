@@ -114,7 +114,6 @@ def _noise_set_with_label_in_sex(root: Path, n: int = 160) -> Path:
     return root
 
 
-@pytest.mark.slow  # two trainings of five epochs: about a minute on an idle core
 def test_fused_model_learns_a_label_only_the_metadata_carries(compose_train, tmp_path) -> None:
     """The fused model ranks the validation fold perfectly from the sex column; the image-only model, seeing noise,
     ranks it by chance (its best epoch by the validation monitor, so a little above 0.5)."""
