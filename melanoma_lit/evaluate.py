@@ -71,6 +71,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         tta=cfg.get("tta"),
         batch_size=cfg.data.get("eval_batch_size") or cfg.data.batch_size,
         num_workers=default_workers() if cfg.data.num_workers is None else cfg.data.num_workers,
+        metadata=table,
     )
     if len(predictions.errors):
         shown = "; ".join(f"{row.path}: {row.reason}" for row in predictions.errors.head(3).itertuples())

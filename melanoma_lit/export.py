@@ -4,7 +4,9 @@ The exported model takes **uint8 RGB NCHW** images already resized and centre-cr
 (values 0-255) and normalises inside, as the LightningModule does: a deployment cannot get the mean/std
 wrong. It returns per-class **sigmoid probabilities** ``[N, K]`` of the logits divided by the checkpoint's
 temperature (models.temperature), as ``evaluate`` and ``predict`` give them; the batch axis is dynamic. No TTA: average
-over flips yourself if wanted. ``preprocessing.json`` beside the model says all of this, machine-readably.
+over flips yourself if wanted. A model fusing patient metadata (``model.metadata``) takes a second input,
+``metadata``: float32 ``[N, F]`` rows encoded as ``preprocessing.json``'s ``metadata`` entry says.
+``preprocessing.json`` beside the model says all of this, machine-readably.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 
 import hydra
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.data.atomic import replaced
+from melanoma_lit.data.metadata import UNKNOWN, MetadataEncoder
 from melanoma_lit.errors import ConfigError, MelanomaLitError
 from melanoma_lit.inference.predictions import resolve_checkpoints
 from melanoma_lit.models.module import LesionClassifier
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
 INPUT_NAME = "images"
+METADATA_NAME = "metadata"  # the second input of a model fusing patient metadata
 OUTPUT_NAME = "probabilities"
 
 
@@ -51,6 +56,14 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net((images.float() - self.mean) / self.std) / self.temperature)
+
+
+class MetadataProbabilityModel(ProbabilityModel):
+    """A model fusing patient metadata: its encoded rows (float32 ``[N, F]``, see preprocessing.json) are a
+    second input."""
+
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net((images.float() - self.mean) / self.std, metadata) / self.temperature)
 
 
 @dataclass
@@ -86,9 +99,9 @@ def export_checkpoint(
             f"ckpt={ckpt} names {len(checkpoints)} checkpoints; export takes one: pass ckpt=<run dir> or a .ckpt file."
         )
     classifier = LesionClassifier.from_checkpoint(checkpoints[0]).eval()
-    model = ProbabilityModel(classifier).eval()
-    height, width = classifier.preprocessing.input_size
-    example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
+    encoder = classifier.metadata_encoder
+    model = (MetadataProbabilityModel if encoder else ProbabilityModel)(classifier).eval()
+    example = example_inputs(classifier, 2)
     output_dir.mkdir(parents=True, exist_ok=True)
     with replaced(model_path) as partial:  # an interrupt leaves no half-written model
         if fmt == "onnx":
@@ -101,10 +114,10 @@ def export_checkpoint(
         partial.write_text(json.dumps(manifest, indent=2))
     difference = None
     if check:
-        images = torch.randint(0, 256, (3, 3, height, width), dtype=torch.uint8)  # a batch size not exported with
+        inputs = example_inputs(classifier, 3)  # a batch size not exported with
         with torch.no_grad():
-            expected = classifier.predict_proba(images, tta=1).numpy()
-        difference = float(np.abs(run_exported(model_path, images.numpy()) - expected).max())
+            expected = classifier.predict_proba(inputs[0], tta=1, metadata=inputs[1] if encoder else None).numpy()
+        difference = float(np.abs(run_exported(model_path, *(x.numpy() for x in inputs)) - expected).max())
         if difference > tolerance:
             raise MelanomaLitError(
                 f"{model_path}: exported outputs differ from the checkpoint's by {difference:.2e} (> {tolerance:g}). "
@@ -114,20 +127,40 @@ def export_checkpoint(
     return ExportResult(model_path, preprocessing_path, difference)
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
+def example_inputs(classifier: LesionClassifier, batch: int) -> tuple[torch.Tensor, ...]:
+    """Random uint8 images, and for a model fusing metadata, encoded metadata rows of random patients."""
+    height, width = classifier.preprocessing.input_size
+    images = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8)
+    encoder = classifier.metadata_encoder
+    if encoder is None:
+        return (images,)
+    rng = np.random.default_rng(batch)
+    patients = pd.DataFrame(
+        {
+            "age": rng.choice([np.nan, 15.0, 45.0, 80.0], batch),
+            "sex": rng.choice([*encoder.sexes, ""], batch),
+            "site": rng.choice([*encoder.sites, ""], batch),
+        }
+    )
+    return images, torch.from_numpy(encoder.encode(patients))
+
+
+def _export_onnx(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path, opset: int | None) -> None:
     try:
         import onnxscript  # noqa: F401  (the exporter's dependency; fail here with the fix, not deep inside)
     except ImportError as error:
         raise ConfigError("format=onnx needs onnx and onnxscript: pip install 'melanoma_lit[export]'.") from error
     with _quiet():
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        names = [INPUT_NAME, METADATA_NAME][: len(example)]
         torch.onnx.export(
             model,
-            (example,),
+            example,
             str(path),
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[OUTPUT_NAME],
             opset_version=opset,
-            dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch", min=1, max=4096)}},
+            dynamic_shapes={name: {0: batch} for name in names},
             external_data=False,
             dynamo=True,
             verbose=False,
@@ -142,18 +175,20 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def run_exported(path: str | Path, images: np.ndarray) -> np.ndarray:
-    """Probabilities from an exported model file (onnxruntime for .onnx, torch.jit for .pt)."""
+def run_exported(path: str | Path, images: np.ndarray, metadata: np.ndarray | None = None) -> np.ndarray:
+    """Probabilities from an exported model file (onnxruntime for .onnx, torch.jit for .pt); ``metadata``: the
+    encoded rows a model fusing patient metadata takes as its second input."""
     path = Path(path)
+    inputs = (images,) if metadata is None else (images, metadata)
     if path.suffix == ".onnx":
         try:
             import onnxruntime
         except ImportError as error:
             raise ConfigError("running an ONNX model needs onnxruntime: pip install 'melanoma_lit[export]'.") from error
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+        return session.run([OUTPUT_NAME], dict(zip([INPUT_NAME, METADATA_NAME], inputs, strict=False)))[0]
     with torch.no_grad(), _quiet():
-        return torch.jit.load(str(path), map_location="cpu")(torch.from_numpy(images)).numpy()
+        return torch.jit.load(str(path), map_location="cpu")(*(torch.from_numpy(x) for x in inputs)).numpy()
 
 
 def preprocessing_manifest(classifier: LesionClassifier, fmt: str, model_file: str, ckpt: Path) -> dict[str, Any]:
@@ -191,8 +226,25 @@ def preprocessing_manifest(classifier: LesionClassifier, fmt: str, model_file: s
             f"{prep.interpolation} interpolation, centre-crop {height}x{width}, HWC -> CHW"
         ),
         "tta": "none (average over the 8 flips/rotations yourself if wanted)",
+        **({"metadata": metadata_manifest(classifier.metadata_encoder)} if classifier.metadata_encoder else {}),
         "backbone": classifier.hparams.backbone["name"],
         "checkpoint": str(ckpt),
+    }
+
+
+def metadata_manifest(encoder: MetadataEncoder) -> dict[str, Any]:
+    """How to encode a patient's metadata for the second input, as data.metadata.MetadataEncoder does."""
+    return {
+        "name": METADATA_NAME,
+        "dtype": "float32",
+        "shape": ["batch", encoder.width],
+        "features": encoder.feature_names(),
+        "columns": list(encoder.columns),
+        "age": f"(age - {encoder.age_mean}) / {encoder.age_std}, and 0 with age_missing=1 where unknown",
+        "age_mean": encoder.age_mean,
+        "age_std": encoder.age_std,
+        "one_hot": {column: list(encoder.levels[column]) for column in encoder.columns if column != "age"},
+        "unknown": f"an empty or unlisted value sets the '{UNKNOWN}' level",
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -18,6 +19,7 @@ from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.datamodule import default_workers
 from melanoma_lit.data.sources import IMAGE_SUFFIXES
+from melanoma_lit.data.table import META_COLUMNS
 from melanoma_lit.errors import ConfigError, DataError
 from melanoma_lit.inference.predictions import (
     check_format,
@@ -29,6 +31,7 @@ from melanoma_lit.inference.predictions import (
     submission_table,
     write_submission,
 )
+from melanoma_lit.models.module import LesionClassifier
 from melanoma_lit.runs.checks import check_config, check_paths
 
 log = logging.getLogger(__name__)
@@ -114,7 +117,8 @@ def skipped_inputs(source: str | Path) -> pd.DataFrame:
 def _from_csv(csv: Path, image_dir: Path) -> pd.DataFrame:
     """A CSV with a ``path`` column (absolute, or relative to ``image_dir``) and/or an ``image`` or
     ``image_id`` column. With a path, the id column names the output row (else the path without suffix);
-    with only an id, the file is ``image_dir/<id>`` with the id's suffix or the first existing image suffix."""
+    with only an id, the file is ``image_dir/<id>`` with the id's suffix or the first existing image suffix.
+    Patient metadata columns (``age``, ``sex``, ``site``) come along for models that fuse them."""
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     if not any(column in frame.columns for column in CSV_COLUMNS):
         raise DataError(
@@ -132,7 +136,8 @@ def _from_csv(csv: Path, image_dir: Path) -> pd.DataFrame:
         names = frame[id_column].str.strip()
         paths = [_find_image(image_dir / name) for name in names]
         ids = names.map(_without_suffix)
-    return pd.DataFrame({"image": ids.to_numpy(), "path": [str(p) for p in paths]})
+    metadata = {column: frame[column].to_numpy() for column in META_COLUMNS if column in frame.columns}
+    return pd.DataFrame({"image": ids.to_numpy(), "path": [str(p) for p in paths], **metadata})
 
 
 def _without_suffix(name: str) -> str:
@@ -152,6 +157,33 @@ def errors_path(output: str | Path) -> Path:
     return output.with_name(output.stem + ".errors.csv")
 
 
+def _report_metadata(models: Sequence[LesionClassifier], inputs: pd.DataFrame, source: str) -> None:
+    """Say which metadata columns the models fuse that ``input`` does not give: every image is unknown for them."""
+    fused = {column for model in models if model.metadata_encoder for column in model.metadata_encoder.columns}
+    wanted = [column for column in META_COLUMNS if column in fused]
+    if not wanted:
+        return
+    missing = [column for column in wanted if column not in inputs.columns]
+    if not missing:
+        log.info("patient metadata: %s taken from input=%s", ", ".join(wanted), source)
+    elif Path(source).expanduser().is_dir():
+        log.warning(
+            "patient metadata: the model fuses %s, but input=%s is a folder, which gives none: every image is "
+            "'unknown' for each. Pass a CSV with columns path (or image) and %s to use them.",
+            ", ".join(wanted),
+            source,
+            ", ".join(wanted),
+        )
+    else:
+        log.warning(
+            "patient metadata: input=%s has no column %s, which the model fuses: every image is 'unknown' for it "
+            "(columns it gives: %s). Add the column to the CSV to use it.",
+            source,
+            " or ".join(missing),
+            ", ".join(c for c in wanted if c not in missing) or "none",
+        )
+
+
 def predict(cfg: DictConfig) -> Path:
     """Write one row per readable image with every class probability; returns the predictions file."""
     output = Path(cfg.predictions_file)
@@ -166,12 +198,14 @@ def predict(cfg: DictConfig) -> Path:
     classes = models[0].classes
     fmt = default_format(classes) if cfg.format == "auto" else cfg.format
     check_format(fmt, classes)
+    _report_metadata(models, inputs, cfg.input)
     predictions = ensemble_probabilities(
         models,
         inputs["path"].tolist(),
         tta=cfg.get("tta"),
         batch_size=cfg.batch_size,
         num_workers=default_workers() if cfg.num_workers is None else cfg.num_workers,
+        metadata=inputs,
     )
     ok = predictions.ok
     output = write_submission(output, submission_table(inputs["image"][ok], predictions.probs[ok], classes, fmt))

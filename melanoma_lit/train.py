@@ -66,6 +66,7 @@ def build_datamodule(cfg: DictConfig) -> LesionDataModule:
         pin_memory=loader.pin_memory,
         persistent_workers=loader.persistent_workers,
         balanced_sampler=loader.balanced_sampler,
+        metadata=cfg.model.get("metadata") or (),
     )
 
 
@@ -86,6 +87,7 @@ def build_model(cfg: DictConfig, datamodule: LesionDataModule) -> LesionClassifi
         channels_last=model_cfg["channels_last"],
         tta=model_cfg["tta"],
         challenges=datamodule.spec.challenges,
+        metadata=datamodule.metadata_encoder.settings() if datamodule.metadata_encoder else None,
     )
     if model_cfg.get("compile"):
         model.net.compile()  # in place: checkpoints keep the plain parameter names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from melanoma_lit.data.build import DataSpec, DataSplits, build_splits, prepare_
 from melanoma_lit.data.cache import use_cache
 from melanoma_lit.data.dataset import LesionDataset
 from melanoma_lit.data.device_augment import photometric_augment
+from melanoma_lit.data.metadata import MetadataEncoder, check_columns
 from melanoma_lit.data.sampling import EpochSampler
 from melanoma_lit.data.transforms import Augmentation, Preprocessing, eval_transform, train_transform
 
@@ -38,7 +40,10 @@ class LesionDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         balanced_sampler: bool = False,
+        metadata: Sequence[str] = (),
     ) -> None:
+        """``metadata``: patient metadata columns (table.META_COLUMNS) the batches carry, encoded with the training
+        fold's statistics (``metadata_encoder``, set up with the splits); none for an image-only model."""
         super().__init__()
         self.spec = spec
         self.preprocessing = preprocessing
@@ -49,6 +54,8 @@ class LesionDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.balanced_sampler = balanced_sampler
+        self.metadata = check_columns(metadata)
+        self.metadata_encoder: MetadataEncoder | None = None
         self.splits: DataSplits | None = None
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
 
@@ -62,6 +69,8 @@ class LesionDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
             self.splits = self._read_from_cache(build_splits(self.spec))
+            if self.metadata:
+                self.metadata_encoder = MetadataEncoder.fit(self.metadata, self.splits.train)
 
     def _read_from_cache(self, splits: DataSplits) -> DataSplits:
         """Point rows at the resize cache (python -m melanoma_lit.prepare) where it holds them."""
@@ -95,7 +104,9 @@ class LesionDataModule(pl.LightningDataModule):
         transform = (
             train_transform(self.preprocessing, self.augmentation) if train else eval_transform(self.preprocessing)
         )
-        return LesionDataset(table, self.classes, transform, decode_side=self.preprocessing.decode_side)
+        return LesionDataset(
+            table, self.classes, transform, decode_side=self.preprocessing.decode_side, metadata=self.metadata_encoder
+        )
 
     def _loader(self, dataset: LesionDataset, batch_size: int, **kwargs: Any) -> DataLoader:
         # The loader's own generator seeds its workers, so making an iterator draws nothing from torch's global RNG

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from melanoma_lit.data.images import load_rgb
+from melanoma_lit.data.metadata import MetadataEncoder
 from melanoma_lit.data.table import known_mask, targets
 
 
@@ -22,13 +23,16 @@ class LesionDataset(Dataset):
         classes: Sequence[str],
         transform: Callable[..., dict],
         decode_side: int | None = None,
+        metadata: MetadataEncoder | None = None,
     ) -> None:
+        """``metadata``: the encoder of a model fusing patient metadata; its rows travel as ``metadata``."""
         self.image_ids = table["image_id"].to_numpy(dtype=str)
         self.paths = table["path"].to_numpy(dtype=str)
         self.targets = torch.from_numpy(targets(table, classes))
         self.known = torch.from_numpy(known_mask(table, classes))
         self.transform = transform
         self.decode_side = decode_side
+        self.metadata = torch.from_numpy(metadata.encode(table)) if metadata else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,9 +47,10 @@ class LesionDataset(Dataset):
             # (else from torch's RNG, which the DataLoader seeds per worker and epoch), makes augmentations
             # reproducible, resumable and distinct across workers.
             self.transform.set_random_seed(int(torch.randint(0, 2**31, ()).item()) if seed is None else int(seed))
-        return {
+        sample = {
             **self.transform(image=image),  # image, and training's photometric parameters
             "target": self.targets[index],
             "known": self.known[index],
             "index": torch.tensor(index),
         }
+        return sample if self.metadata is None else {**sample, "metadata": self.metadata[index]}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from PIL import Image
@@ -46,13 +47,16 @@ class _FeatureMap(nn.Module):
 
 
 class _CamNet(nn.Module):
-    def __init__(self, net: LesionNet) -> None:
+    """The network with the backbone's feature map as a hook target; a fusing head gets fixed metadata rows."""
+
+    def __init__(self, net: LesionNet, metadata: torch.Tensor | None = None) -> None:
         super().__init__()
         self.features = _FeatureMap(net.backbone)
         self.head = net.head
+        self.metadata = metadata
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
+        return self.head(self.features(images), self.metadata)
 
 
 @dataclass(frozen=True)
@@ -70,15 +74,17 @@ def class_activation_maps(
     class_indices: Sequence[int],
     method: str = "gradcam",
     layer: str | None = None,
+    metadata: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """CAMs ``[N, H, W]`` in [0, 1] at the size of ``images`` (normalised NCHW floats) for one class each.
+    """CAMs ``[N, H, W]`` in [0, 1] at the size of ``images`` (normalised NCHW floats) for one class each;
+    ``metadata``: the encoded rows a head fusing patient metadata reads beside the images.
 
     Leaves the network as it found it: parameter gradients untouched, train/eval flags restored; usable in
     the middle of training and inside Lightning's inference mode.
     """
     if method not in METHODS:
         raise ConfigError(f"Grad-CAM method {method!r} is not one of {', '.join(METHODS)}")
-    model = _CamNet(net)
+    model = _CamNet(net, metadata)
     target = model.features if layer is None else _submodule(net, layer)
     with torch.inference_mode(False), torch.enable_grad(), _untouched(net):
         inputs = images.detach().clone().requires_grad_(True)  # parameters are frozen: gradients start here
@@ -101,15 +107,24 @@ def explain(
     class_indices: Sequence[int] | None = None,
     method: str = "gradcam",
     layer: str | None = None,
+    metadata: torch.Tensor | None = None,
 ) -> Explanation:
-    """CAMs for uint8 NCHW ``images`` in eval mode (train flags restored after); ``None`` explains each top class."""
+    """CAMs for uint8 NCHW ``images`` in eval mode (train flags restored after); ``None`` explains each top class.
+
+    A model fusing patient metadata reads ``metadata`` (encoded rows), or with none every column "unknown": the
+    map then explains what the image alone contributes.
+    """
     images = model.normalise(images.to(model.device))
+    encoder = model.metadata_encoder
+    if encoder is not None and metadata is None:
+        metadata = torch.from_numpy(encoder.encode(pd.DataFrame(index=range(len(images)))))
+    metadata = metadata.to(images.device) if metadata is not None else None
     with _untouched(model.net):
         model.net.eval()
         with torch.no_grad():
-            probs = torch.sigmoid(model.scaled_logits(images)).float().cpu().numpy()  # as predict reports them
+            probs = torch.sigmoid(model.scaled_logits(images, metadata)).float().cpu().numpy()  # as predict gives
         chosen = probs.argmax(axis=1) if class_indices is None else np.asarray(class_indices, dtype=np.int64)
-        cams = class_activation_maps(model.net, images, chosen.tolist(), method, layer)
+        cams = class_activation_maps(model.net, images, chosen.tolist(), method, layer, metadata)
     return Explanation(cams=cams, class_indices=chosen, probs=probs)
 
 

@@ -187,12 +187,17 @@ def ensemble_probabilities(
     batch_size: int = 32,
     num_workers: int = 0,
     device: torch.device | None = None,
+    metadata: pd.DataFrame | None = None,
 ) -> Predictions:
     """Mean probability of ``models`` for every image; each distinct preprocessing decodes the images once.
 
     ``tta`` overrides each model's own number of dihedral views. Columns follow ``models[0].classes``.
+    ``metadata``: one row per path with the patient metadata columns (table.META_COLUMNS) that models fusing
+    metadata read, each through its own encoder; a column it lacks (or no table) is "unknown" for every image.
     """
     device = device or models[0].device
+    rows = metadata if metadata is not None else pd.DataFrame(index=range(len(paths)))
+    encoded = {id(m): torch.from_numpy(m.metadata_encoder.encode(rows)) for m in models if m.metadata_encoder}
     n_classes = len(models[0].classes)
     total = np.zeros((len(paths), n_classes), dtype=np.float64)
     failed: dict[int, tuple[str, str]] = {}
@@ -216,7 +221,9 @@ def ensemble_probabilities(
                     images = batch["image"].to(device, non_blocking=True)
                     with torch.inference_mode():
                         for model in members:
-                            total[batch["index"].numpy()] += model.predict_proba(images, tta).double().cpu().numpy()
+                            meta = encoded[id(model)][batch["index"]].to(device) if id(model) in encoded else None
+                            probs = model.predict_proba(images, tta, metadata=meta)
+                            total[batch["index"].numpy()] += probs.double().cpu().numpy()
                 progress.advance(task)
     probs = total / len(models)
     ok = np.ones(len(paths), dtype=bool)

@@ -31,15 +31,44 @@ def make_pool(kind: str) -> tuple[nn.Module, int]:
     return SelectAdaptivePool2d(pool_type=kind, flatten=True), 2 if kind == "catavgmax" else 1
 
 
+class MetadataBranch(nn.Module):
+    """Encoded patient metadata (data.metadata) -> a few dozen features: Linear -> BN -> ReLU -> Dropout."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(in_features, out_features),
+            nn.BatchNorm1d(out_features),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, metadata: torch.Tensor) -> torch.Tensor:
+        return self.layers(metadata)
+
+
 class LesionHead(nn.Module):
-    """Sigmoid multi-label head; the optional hidden layer is Linear -> BN -> ReLU -> Dropout."""
+    """Sigmoid multi-label head; the optional hidden layer is Linear -> BN -> ReLU -> Dropout.
+
+    With ``metadata_features`` > 0, a MetadataBranch's ``metadata_dim`` features join the pooled image features
+    before the first BatchNorm; without, the head (and its state_dict) is the image-only one.
+    """
 
     def __init__(
-        self, in_features: int, num_classes: int, pool: str = "avg", dropout: float = 0.3, hidden_dim: int = 0
+        self,
+        in_features: int,
+        num_classes: int,
+        pool: str = "avg",
+        dropout: float = 0.3,
+        hidden_dim: int = 0,
+        metadata_features: int = 0,
+        metadata_dim: int = 32,
     ) -> None:
         super().__init__()
         self.pool, multiplier = make_pool(pool)
         width = in_features * multiplier
+        self.metadata = MetadataBranch(metadata_features, metadata_dim, dropout) if metadata_features else None
+        width += metadata_dim if metadata_features else 0
         layers: list[nn.Module] = [nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         if hidden_dim:
             layers += [
@@ -52,20 +81,26 @@ class LesionHead(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.pool(features))
+    def forward(self, features: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        pooled = self.pool(features)
+        if self.metadata is None:
+            return self.layers(pooled)
+        if metadata is None:
+            raise ConfigError(
+                "this model fuses patient metadata (model.metadata) but got images alone: pass the encoded "
+                "metadata rows (data.metadata.MetadataEncoder) with the images."
+            )
+        return self.layers(torch.cat([pooled, self.metadata(metadata.to(pooled.dtype))], dim=1))
 
 
 class LesionNet(nn.Module):
-    """Backbone feature map -> head logits; ``predict_proba`` applies the per-class sigmoid."""
+    """Backbone feature map (and encoded metadata, for a fusing head) -> head logits. Probabilities come from
+    LesionClassifier.predict_proba, which divides by the checkpoint's temperature first."""
 
     def __init__(self, backbone: nn.Module, head: LesionHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(images))
-
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(images))
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(images), metadata)

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.optim import Optimizer
 
+from melanoma_lit.data.metadata import MetadataEncoder
 from melanoma_lit.data.transforms import Preprocessing
 from melanoma_lit.errors import ConfigError
 from melanoma_lit.metrics.isic import LesionMetrics
@@ -41,12 +42,16 @@ class LesionClassifier(pl.LightningModule):
         channels_last: bool = True,
         tta: int = 1,
         challenges: Sequence[str] = (),
+        metadata: dict[str, Any] | None = None,
     ) -> None:
+        """``metadata``: the MetadataEncoder's settings for a model fusing patient metadata, None for image-only."""
         super().__init__()
         self.save_hyperparameters()
         self.classes = list(classes)
+        self.metadata_encoder = MetadataEncoder.from_settings(metadata) if metadata else None
         network = create_backbone(**backbone)
-        self.net = LesionNet(network, LesionHead(network.num_features, len(self.classes), **head))
+        fused = {"metadata_features": self.metadata_encoder.width} if self.metadata_encoder else {}
+        self.net = LesionNet(network, LesionHead(network.num_features, len(self.classes), **head, **fused))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         scale = torch.tensor(255.0)
@@ -96,23 +101,26 @@ class LesionClassifier(pl.LightningModule):
         images = (images.float() - self.mean) / self.std
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalise(images))
+    def forward(self, images: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.normalise(images), metadata)
 
-    def scaled_logits(self, normalised: torch.Tensor) -> torch.Tensor:
+    def scaled_logits(self, normalised: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits divided by the temperature: what every probability the model reports is the sigmoid of."""
-        return self.net(normalised) / self.temperature
+        return self.net(normalised, metadata) / self.temperature
 
-    def predict_proba(self, images: torch.Tensor, tta: int | None = None) -> torch.Tensor:
-        """``sigmoid(logit / T)``; with TTA the mean of that over the views."""
-        return tta_probabilities(self.scaled_logits, self.normalise(images), self.tta if tta is None else tta)
+    def predict_proba(
+        self, images: torch.Tensor, tta: int | None = None, metadata: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``sigmoid(logit / T)``; with TTA the mean of that over the views, which share the image's ``metadata``."""
+        views = self.tta if tta is None else tta
+        return tta_probabilities(lambda view: self.scaled_logits(view, metadata), self.normalise(images), views)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint written before temperature scaling has none: T = 1, so it predicts as it always did."""
         checkpoint["state_dict"].setdefault("temperature", torch.ones(len(self.classes)))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
+        logits = self(batch["image"], batch.get("metadata"))
         loss = self.criterion(logits, batch["target"], batch["known"])
         # Not on the progress bar: Lightning turns progress-bar values into Python numbers after every batch,
         # a host-device sync per step that stalls the GPU queue; logged values stay tensors until written.
@@ -120,7 +128,7 @@ class LesionClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self(batch["image"])
+        logits = self(batch["image"], batch.get("metadata"))
         loss = self.criterion(logits, batch["target"], batch["known"])
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(logits), sync_dist=True)
         self.val_metrics.update(torch.sigmoid(logits.float()), batch["target"], batch["known"])
@@ -138,9 +146,14 @@ class LesionClassifier(pl.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Probabilities as ``predict_proba`` gives them, and the identity view's logits before the temperature
         (what the temperature is fitted on); without TTA one forward pass gives both."""
-        logits = self(batch["image"])
+        metadata = batch.get("metadata")
+        logits = self(batch["image"], metadata)
         with_tta = self.tta > 1
-        probs = self.predict_proba(batch["image"]) if with_tta else torch.sigmoid(logits / self.temperature)
+        probs = (
+            self.predict_proba(batch["image"], metadata=metadata)
+            if with_tta
+            else torch.sigmoid(logits / self.temperature)
+        )
         return {"probs": probs.float(), "logits": logits.float(), "index": batch["index"]}
 
     def create_optimizer(self) -> Optimizer:
