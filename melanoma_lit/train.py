@@ -14,7 +14,6 @@ import hydra
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -27,14 +26,12 @@ from melanoma_lit.data.datamodule import LesionDataModule
 from melanoma_lit.data.table import known_mask, targets
 from melanoma_lit.data.transforms import Augmentation
 from melanoma_lit.errors import ConfigError
+from melanoma_lit.inference.calibration import calibrate_on_validation
 from melanoma_lit.inference.predictions import predict_table, write_predictions, write_submission
-from melanoma_lit.metrics.arrays import check_inputs
-from melanoma_lit.metrics.calibration import calibration_metrics
 from melanoma_lit.metrics.challenges import challenge_files, check_scorable, get_challenge
 from melanoma_lit.metrics.isic import compute_metrics
 from melanoma_lit.models.backbone import preprocessing_for
 from melanoma_lit.models.module import LesionClassifier
-from melanoma_lit.models.temperature import fit_temperature, store_temperature
 from melanoma_lit.runs.checks import check_config, check_paths
 from melanoma_lit.runs.files import (
     CHECKPOINT_DIR,
@@ -169,7 +166,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         truth, known = targets(val, classes), known_mask(val, classes)
         calibration = None
         if cfg.model.temperature != "none":
-            calibration, probs = calibrate(
+            calibration, probs = calibrate_on_validation(
                 cfg.model.temperature, trainer, model, datamodule, best, probs, logits, truth, known
             )
         metrics = compute_metrics(probs, truth, known, classes, challenges=datamodule.spec.challenges)
@@ -191,53 +188,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
         log.info("validation macro AUC %.4f (%s)", metrics.get("val/auc_macro", float("nan")), output_dir)
     return metrics
-
-
-def calibrate(
-    mode: str,
-    trainer: pl.Trainer,
-    model: LesionClassifier,
-    datamodule: LesionDataModule,
-    best: str,
-    probs: np.ndarray,
-    logits: np.ndarray,
-    truth: np.ndarray,
-    known: np.ndarray,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Fit the temperature on the validation fold's logits of the best checkpoint, store it in best.ckpt and
-    predict the fold again with it; returns the report (temperatures, NLL and ECE before and after) and the new
-    probabilities."""
-    classes = datamodule.classes
-    temperature = fit_temperature(torch.from_numpy(logits), torch.from_numpy(truth), torch.from_numpy(known), mode)
-    model.temperature.copy_(temperature.to(model.temperature.device))
-    if best and trainer.is_global_zero:
-        store_temperature(best, temperature)
-    trainer.strategy.barrier()  # every rank reads best.ckpt after rank 0 rewrote it
-    if not best:
-        log.warning("temperature scaling: no best checkpoint to store T in; it holds for this run's own predictions")
-    calibrated, _, _ = predict_table(trainer, model, datamodule.val_dataloader(), best or None)
-    before, after = (calibration_metrics(*check_inputs(p, truth, known, classes), classes) for p in (probs, calibrated))
-    report = {
-        "temperature_mode": mode,
-        "temperature": dict(zip(classes, temperature.tolist(), strict=True)),
-        "before": {"nll": before["nll"], "ece_macro": before["ece_macro"]},
-        "after": {"nll": after["nll"], "ece_macro": after["ece_macro"]},
-    }
-    shown = (
-        f"{temperature[0]:.3f}"
-        if mode == "global"
-        else ", ".join(f"{c} {t:.3f}" for c, t in zip(classes, temperature.tolist(), strict=True))
-    )
-    log.info(
-        "temperature scaling (%s): T = %s; validation NLL %.4f -> %.4f, ECE macro %.4f -> %.4f",
-        mode,
-        shown,
-        before["nll"],
-        after["nll"],
-        before["ece_macro"],
-        after["ece_macro"],
-    )
-    return report, calibrated
 
 
 def cross_validate(cfg: DictConfig) -> dict[str, float]:

@@ -220,7 +220,9 @@ def test_checkpoint_from_before_metadata_fusion_loads_and_predicts_as_before(pre
     assert "metadata" not in checkpoint["hyper_parameters"]
     model = LesionClassifier.from_checkpoint(pre_calibration_run / "checkpoints" / "best.ckpt").eval()
     assert model.metadata_encoder is None and model.net.head.metadata is None
-    assert sorted(model.state_dict()) == sorted(checkpoint["state_dict"])
+    # the image-only head's keys; the temperature (T = 1, see test_calibration) is the one it lacks
+    assert sorted(model.state_dict()) == sorted([*checkpoint["state_dict"], "temperature"])
+    assert model.temperature.eq(1).all()
     before = pd.read_csv(pre_calibration_run / "val_predictions.csv")
     cache = Path(OmegaConf.load(pre_calibration_run / "config.yaml").paths.cache_dir)
     paths = {path.stem: str(path) for path in cache.rglob("*.jpg")}
