@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -113,6 +113,8 @@ def test_every_numeric_knob_refuses_nonsense(compose_config, command: str) -> No
     key=st.sampled_from(sorted(k for k, r in RULES.items() if r.kind in ("int", "float"))),
     value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**12), 10**12), st.text()),
 )
+@example(key="trainer.limit_predict_batches", value=1.5)  # found by a random run: a fraction is at most 1
+@example(key="trainer.limit_predict_batches", value=2.0)
 def test_a_numeric_knob_takes_exactly_its_range(key: str, value) -> None:
     """Any value: accepted iff a finite number of the right kind inside the knob's range, else a ConfigError."""
     rule = RULES[key]
@@ -124,6 +126,8 @@ def test_a_numeric_knob_takes_exactly_its_range(key: str, value) -> None:
         inside = value > rule.low if rule.open_low else value >= rule.low
     if inside and rule.high is not None:
         inside = value < rule.high if rule.open_high else value <= rule.high
+    if inside and key.startswith("trainer.limit_") and value > 1:  # above 1: a number of batches, so whole
+        inside = float(value).is_integer()
     if inside:
         check_config(cfg, "train")
     else:
