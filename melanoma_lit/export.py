@@ -55,7 +55,10 @@ class ProbabilityModel(nn.Module):
         self.register_buffer("temperature", classifier.temperature.clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net((images.float() - self.mean) / self.std) / self.temperature)
+        return self.probabilities(images, None)
+
+    def probabilities(self, images: torch.Tensor, metadata: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.net((images.float() - self.mean) / self.std, metadata) / self.temperature)
 
 
 class MetadataProbabilityModel(ProbabilityModel):
@@ -63,7 +66,7 @@ class MetadataProbabilityModel(ProbabilityModel):
     second input."""
 
     def forward(self, images: torch.Tensor, metadata: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net((images.float() - self.mean) / self.std, metadata) / self.temperature)
+        return self.probabilities(images, metadata)
 
 
 @dataclass
