@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from melanoma_lit.callbacks.resilience import exit_code, keep_csv_history
+from melanoma_lit.callbacks.resilience import exit_code, hand_over_signal, keep_csv_history
 from melanoma_lit.cli import CONFIG_DIR, friendly_errors, run
 from melanoma_lit.data.atomic import replaced
 from melanoma_lit.data.build import DataSpec
@@ -146,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         note_interruption(
             f"{signal.Signals(code - 128).name} at epoch {trainer.current_epoch}, step {trainer.global_step}"
         )
+        hand_over_signal(callbacks)  # submitit's time-limit handler requeues the job and exits here
         raise SystemExit(code) from None
     except SystemExit as stop:  # submitit ending a job it requeued at the time limit; Lightning after a second Ctrl-C
         note_interruption(f"exit ({stop.code}) at epoch {trainer.current_epoch}, step {trainer.global_step}")

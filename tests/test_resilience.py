@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -65,14 +66,18 @@ def one_thread():
 
 class SignalAt(pl.Callback):
     """Sends ``signum`` to this process once ``step`` optimizer steps are done, as a scheduler would (only in the
-    run writing to ``run_dir`` when given)."""
+    run writing to ``run_dir`` when given); ``workers_too``: first to its loader workers, as SLURM signals every
+    process of a job step."""
 
-    def __init__(self, signum: int, step: int, run_dir: str | None = None) -> None:
-        self.signum, self.step, self.run_dir = signum, step, run_dir
+    def __init__(self, signum: int, step: int, run_dir: str | None = None, workers_too: bool = False) -> None:
+        self.signum, self.step, self.run_dir, self.workers_too = signum, step, run_dir, workers_too
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         if trainer.global_step == self.step and self.run_dir in (None, trainer.default_root_dir):
-            os.kill(os.getpid(), self.signum)
+            workers = multiprocessing.active_children() if self.workers_too else []
+            assert workers or not self.workers_too, "no loader workers to signal"
+            for process in [*workers, multiprocessing.current_process()]:
+                os.kill(process.pid, self.signum)
 
 
 class ExitAt(pl.Callback):
@@ -85,6 +90,31 @@ class ExitAt(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: object) -> None:
         if trainer.current_epoch == self.epoch:
             raise SystemExit(-1)
+
+
+class TimeLimitHandler:
+    """Does what submitit's SIGUSR2 handler does at a SLURM job's time limit, where the signal lands: requeue the
+    job (here: note the step of ``checkpoint`` at that moment) and ``sys.exit(-1)``."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.checkpoint_steps: list[int | None] = []
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.checkpoint_steps.append(_checkpoint_step(self.checkpoint) if self.checkpoint.exists() else None)
+        sys.exit(-1)
+
+
+class CtrlCTwiceAt(pl.Callback):
+    """Two Ctrl-C in a row after ``step`` optimizer steps: the second one raises KeyboardInterrupt there."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _command(run_dir: Path, cache_dir: Path) -> list[str]:
@@ -212,6 +242,55 @@ def test_a_run_resumed_mid_epoch_and_stopped_again_from_its_next_epoch_end_still
 
     _same_metrics(train(compose_train(*FAST, "ckpt_path=last")), reference)
     pd.testing.assert_frame_equal(_history(tmp_path / "run"), _history(tmp_path / "uninterrupted"), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loader", [("data.num_workers=0",), ("data.num_workers=2", "data.persistent_workers=true")], ids=["main", "workers"]
+)
+def test_the_schedulers_time_limit_handler_runs_after_the_checkpoint_at_the_batchs_end(
+    compose_train, tmp_path, loader
+) -> None:
+    """SIGUSR2 held by submitit (requeue and exit): run where it lands, its exit could fall inside an optimizer step.
+    SignalCheckpoint finishes the batch, writes last.ckpt, then hands the signal over; the requeued run ends exactly
+    as the uninterrupted one. Loader workers get the signal too (SLURM signals the whole job step) and leave it to
+    the main process: the validation workers, started before training, hold submitit's handler."""
+    reference = train(compose_train(*FAST, *loader))
+    os.replace(tmp_path / "run", tmp_path / "uninterrupted")
+    run, stop_at = tmp_path / "run", STEPS_PER_EPOCH + 2
+    time_limit = TimeLimitHandler(run / "checkpoints" / "last.ckpt")
+    cfg = compose_train(*FAST, *loader, "ckpt_path=last")
+    with open_dict(cfg):
+        cfg.callbacks.signal_at = {
+            "_target_": f"{__name__}.SignalAt",
+            "signum": int(signal.SIGUSR2),
+            "step": stop_at,
+            "workers_too": "data.num_workers=2" in loader,
+        }
+    held = signal.signal(signal.SIGUSR2, time_limit)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(cfg)
+        assert signal.getsignal(signal.SIGUSR2) is time_limit  # the job's handler again
+    finally:
+        signal.signal(signal.SIGUSR2, held)
+
+    assert stopped.value.code == -1 and time_limit.checkpoint_steps == [stop_at]
+    _same_metrics(train(compose_train(*FAST, *loader, "ckpt_path=last")), reference)
+    pd.testing.assert_frame_equal(_history(run), _history(tmp_path / "uninterrupted"), rtol=0, atol=1e-6)
+
+
+def test_a_second_ctrl_c_stops_without_a_checkpoint_from_the_middle_of_a_batch(compose_train, tmp_path) -> None:
+    """The KeyboardInterrupt of a second Ctrl-C lands anywhere, maybe inside an optimizer step: last.ckpt stays the
+    one written at the last epoch's end, as the first Ctrl-C's warning says."""
+    cfg = compose_train(*FAST, "ckpt_path=last")
+    with open_dict(cfg):
+        cfg.callbacks.ctrl_c = {"_target_": f"{__name__}.CtrlCTwiceAt", "step": STEPS_PER_EPOCH + 2}
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+
+    assert _checkpoint_step(tmp_path / "run" / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_last_ckpt_is_written_at_every_epoch_end_also_when_the_monitor_does_not_improve(compose_train, tmp_path):

@@ -196,6 +196,7 @@ def test_a_requeued_job_resumes_in_its_folder_and_ends_as_the_uninterrupted_one(
     assert (first["status"], first["slurm_restart_count"], first["slurm_job_id"]) == ("interrupted", 0, job_id)
     assert first["reason"].startswith("SIGTERM at epoch")  # pre-emption: checkpoint written, exit 143
     assert (second["status"], second["slurm_restart_count"]) == ("interrupted", 1)
+    assert second["reason"].startswith("SIGUSR2 at epoch")  # stopped at a batch's end, then requeued by submitit
     shown = scontrol_ended(job_id, slurm)
     assert (shown["JobState"], shown["Restarts"]) == ("COMPLETED", "2")
     # it resumed in its own folder: each start recorded its config there, and the training history is whole

@@ -23,6 +23,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ class SignalCheckpoint(Callback):
     Lightning itself turns SIGTERM into a stop after the batch; this callback adds SIGUSR1 (unless SLURM
     auto-requeue already handles it) and the checkpoint, named like ModelCheckpoint's last one so that
     ``ckpt_path=last`` resumes from whichever is newer.
+
+    SIGUSR2 held by a handler (submitit's, at a SLURM job's time limit: it requeues the job and calls ``sys.exit``)
+    is taken over the same way and handed to that handler by ``hand_over`` once the checkpoint is written: run
+    where the signal lands, its exit could come in the middle of an optimizer step, and the checkpoint written
+    on the way out would hold a half-trained batch that the resumed run trains again.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
@@ -41,6 +47,7 @@ class SignalCheckpoint(Callback):
         self.received: int | None = None
         self._previous: Any = None
         self._previous_int: Any = None
+        self._deferred: Any = None  # the SIGUSR2 handler taken over, run by hand_over
 
     @property
     def exit_code(self) -> int:
@@ -48,13 +55,15 @@ class SignalCheckpoint(Callback):
         return 128 + (self.received or signal.SIGTERM)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.received = None
-        held = signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None)
-        if threading.current_thread() is threading.main_thread() and not held:
+        self.received = self._deferred = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # not SLURM auto-requeue's (Lightning)
             self._previous = signal.signal(signal.SIGUSR1, self._stop)
-        if threading.current_thread() is threading.main_thread():
-            # Ctrl-C as a pre-emption: finish the batch, save, exit 130; a second Ctrl-C stops at once
-            self._previous_int = signal.signal(signal.SIGINT, self._stop)
+        # Ctrl-C as a pre-emption: finish the batch, save, exit 130; a second Ctrl-C stops at once
+        self._previous_int = signal.signal(signal.SIGINT, self._stop)
+        if callable(signal.getsignal(signal.SIGUSR2)):
+            self._deferred = signal.signal(signal.SIGUSR2, self._stop)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
@@ -67,10 +76,12 @@ class SignalCheckpoint(Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore_handler()
-        if self.received is None and trainer.received_sigterm:
-            self.received = signal.SIGTERM
-        if self.received is None:
+        if not isinstance(exception, SIGTERMException):
+            # raised wherever it landed (a second Ctrl-C, an exit from a signal handler): maybe inside an optimizer
+            # step, so no checkpoint; the run resumes from the last one written at a batch's end
             return
+        if self.received is None:
+            self.received = signal.SIGTERM
         # ModelCheckpoint's next last.ckpt, after the resume, then replaces this one instead of going beside it
         # as last-v1.ckpt
         folder = str(self.path.parent)
@@ -90,11 +101,22 @@ class SignalCheckpoint(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore_handler()
 
+    def hand_over(self) -> None:
+        """Runs the SIGUSR2 handler this callback took the signal from, after the stop it caused (submitit requeues
+        the job and exits here)."""
+        if self.received == signal.SIGUSR2 and self._deferred is not None:
+            self._deferred(signal.SIGUSR2, None)
+
     def _restore_handler(self) -> None:
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGUSR1, self._previous)
-        if self._previous_int is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_int)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in (
+            (signal.SIGUSR1, self._previous),
+            (signal.SIGINT, self._previous_int),
+            (signal.SIGUSR2, self._deferred),
+        ):
+            if previous is not None:
+                signal.signal(signum, previous)
         self._previous = self._previous_int = None
 
 
@@ -241,10 +263,20 @@ def _step_epoch_schedulers(trainer: pl.Trainer, metrics: dict[str, float]) -> No
             config.scheduler.step(metrics[config.monitor])
 
 
+def _signal_checkpoints(callbacks: Sequence[Callback]) -> list[SignalCheckpoint]:
+    return [callback for callback in callbacks if isinstance(callback, SignalCheckpoint)]
+
+
 def exit_code(callbacks: Sequence[Callback]) -> int:
     """The exit status of a run a signal stopped (128 + signal, as a shell reports a killed process)."""
-    stops = [callback for callback in callbacks if isinstance(callback, SignalCheckpoint)]
+    stops = _signal_checkpoints(callbacks)
     return stops[0].exit_code if stops else 128 + signal.SIGTERM
+
+
+def hand_over_signal(callbacks: Sequence[Callback]) -> None:
+    """After a signal stop: the handler SignalCheckpoint took the signal from, if any (SignalCheckpoint.hand_over)."""
+    for stop in _signal_checkpoints(callbacks):
+        stop.hand_over()
 
 
 @rank_zero_only  # the one process whose loggers write (under DDP the others would race for the file)

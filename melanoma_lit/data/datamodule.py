@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from melanoma_lit.data.balance import positive_weights, sample_weights
@@ -120,6 +122,7 @@ class LesionDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             generator=generator,
+            worker_init_fn=_init_worker,
             **kwargs,
         )
 
@@ -148,6 +151,17 @@ class LesionDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(self._dataset(self.splits.test, train=False), self.eval_batch_size)
+
+
+def _init_worker(worker_id: int) -> None:
+    """Leaves a scheduler's warnings to the main process: SLURM sends SIGUSR1/SIGUSR2 to every process of a job
+    step, and a worker would run the handler it inherited (submitit's requeue-and-exit, Lightning's SLURM requeue)
+    and die in the middle of a batch, while the main process stops at the batch's end and ends its workers itself.
+    Then seeds as Lightning's own worker_init_fn would have (seed_everything(workers=True))."""
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id)
 
 
 def _seed() -> int:
