@@ -33,7 +33,11 @@ def calibrate_on_validation(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Fit the temperature on the validation fold's logits of the best checkpoint, store it in best.ckpt and
     predict the fold again with it; returns the report (temperatures, NLL and ECE before and after) and the new
-    probabilities."""
+    probabilities.
+
+    The second pass is not only for TTA (each view's logits are divided by T before the views' mean): at its end
+    the loggers that keep checkpoints (W&B ``log_model``) upload the rewritten best.ckpt, so the tracked model holds
+    T. Without it sigmoid(logits / T) of the logits in hand would do, and W&B would keep the uncalibrated file."""
     classes = datamodule.classes
     temperature = fit_temperature(torch.from_numpy(logits), torch.from_numpy(truth), torch.from_numpy(known), mode)
     model.temperature.copy_(temperature.to(model.temperature.device))
